@@ -1,0 +1,59 @@
+"""nbtrain: fine-tune transformer models from a notebook cell.
+
+``import nbtrain`` is instant: torch, transformers, datasets, matplotlib and ipywidgets load only
+when a run starts. Heavy names resolve lazily through the module ``__getattr__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbtrain.errors import ConfigError, DataError, RunInterrupted, TrainingFailed
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "finetune": "nbtrain.api",
+    "load_run": "nbtrain.api",
+    "RunResult": "nbtrain.api",
+    "Config": "nbtrain.config",
+    "load_config": "nbtrain.config",
+    "config_help": "nbtrain.config",
+}
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataError",
+    "RunInterrupted",
+    "RunResult",
+    "TrainingFailed",
+    "__version__",
+    "config_help",
+    "finetune",
+    "load_config",
+    "load_ipython_extension",
+    "load_run",
+]
+
+if TYPE_CHECKING:
+    from nbtrain.api import RunResult, finetune, load_run
+    from nbtrain.config import Config, config_help, load_config
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbtrain' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbtrain``: register the magics (imports nothing heavy)."""
+    from nbtrain.magics import register
+
+    register(ipython)

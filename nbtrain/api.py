@@ -1,0 +1,246 @@
+"""The public API: ``finetune(config) -> RunResult`` and ``load_run(name)``.
+
+Works the same from a notebook, a script, the CLI and ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from nbtrain.config import Config, load_config
+from nbtrain.errors import RunInterrupted, TrainingFailed
+from nbtrain.events import Event, read_events
+
+
+def finetune(
+    config: Config | dict[str, Any] | str | Path | None = None,
+    /,
+    *,
+    restart: bool = False,
+    display: str | Callable[[Event], None] | None = "auto",
+    on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
+    stop: Any = None,
+    **overrides: Any,
+) -> RunResult:
+    """Fine-tune a model and return the result.
+
+    Calling it again with the same ``name`` and config resumes an unfinished run from its newest
+    complete checkpoint, or returns the finished run without retraining.
+
+    Args:
+        config: a :class:`Config`, a dict, a YAML path or YAML text.
+        restart: start a run of the same name over from scratch.
+        display: ``"auto"``, ``"html"``, ``"widgets"``, ``"text"``, ``"none"``, or a callable
+            receiving every event.
+        on_event: extra subscribers (callables taking an :class:`~nbtrain.events.Event`).
+        stop: a ``StopController`` another thread may use to end the run cleanly.
+        **overrides: config fields, e.g. ``epochs=1`` or ``**{"data.train": "x.csv"}``.
+
+    Raises:
+        ConfigError: bad config or data, before any training.
+        RunInterrupted: Ctrl-C / kernel interrupt; a resumable checkpoint was written.
+        TrainingFailed: the loss became NaN/inf, or another recognised failure.
+    """
+    from nbtrain.engine.runner import run
+
+    cfg = load_config(config, **overrides)
+    subscribers = _subscribers(display, on_event)
+    outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
+    for fn in subscribers:
+        close = getattr(fn, "close", None)
+        if callable(close):
+            close()
+    result = RunResult._from_outcome(outcome, cfg)
+    if outcome.status == "interrupted":
+        where = f" at {Path(outcome.resume_checkpoint).name}" if outcome.resume_checkpoint else ""
+        raise RunInterrupted(
+            f"Run {outcome.name!r} was interrupted; progress is saved{where}. Call finetune with "
+            "the same name and config (or re-run the cell) to resume.",
+            run_dir=str(outcome.run_dir),
+            checkpoint=outcome.resume_checkpoint,
+        )
+    if outcome.status == "failed" and outcome.error is not None:
+        raise TrainingFailed(f"{outcome.error.message} {outcome.error.advice}".strip(),
+                             kind=outcome.error.kind, run_dir=str(outcome.run_dir))
+    return result
+
+
+def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:
+    subs: list[Callable[[Event], None]] = []
+    if callable(display):
+        subs.append(display)
+    elif display not in (None, "none"):
+        from nbtrain.display import make_renderer
+
+        renderer = make_renderer(display)
+        if renderer is not None:
+            subs.append(renderer)
+    if on_event is not None:
+        subs.extend([on_event] if callable(on_event) else list(on_event))
+    return subs
+
+
+def load_run(name: str | Path, runs_dir: str | Path = "runs") -> RunResult:
+    """Open a run from disk by name or folder."""
+    path = Path(name)
+    if not (path / "config.yaml").exists():
+        path = Path(runs_dir) / str(name)
+    if not (path / "config.yaml").exists():
+        from nbtrain.checkpoints import list_runs
+        from nbtrain.errors import ConfigError, did_you_mean
+
+        names = [r.name for r in list_runs(runs_dir)]
+        raise ConfigError(
+            f"No run named {str(name)!r} in {str(runs_dir)!r}.{did_you_mean(str(name), names)}"
+            + (f" Runs: {', '.join(names)}." if names else "")
+        )
+    from nbtrain.checkpoints import run_status
+
+    info = run_status(path)
+    return RunResult(name=path.name, output_dir=path, status=info.status, metrics=info.metrics)
+
+
+class RunResult:
+    """A run's outcome: metrics, history, the model, and ``predict``.
+
+    Attributes:
+        name: the run name.
+        output_dir: the run folder (``runs/<name>``).
+        status: finished | stopped | interrupted | failed.
+        metrics: final train and eval metrics (``train_loss``, ``eval_accuracy``, ...).
+    """
+
+    def __init__(self, *, name: str, output_dir: Path, status: str,
+                 metrics: dict[str, float] | None = None, model: Any = None,
+                 tokenizer: Any = None, task: Any = None, config: Config | None = None) -> None:
+        self.name = name
+        self.output_dir = Path(output_dir)
+        self.status = status
+        self.metrics = dict(metrics or {})
+        self._model = model
+        self._tokenizer = tokenizer
+        self._task = task
+        self._config = config
+
+    @classmethod
+    def _from_outcome(cls, outcome: Any, cfg: Config) -> RunResult:
+        return cls(name=outcome.name, output_dir=outcome.run_dir, status=outcome.status,
+                   metrics=outcome.metrics, model=outcome.model, tokenizer=outcome.tokenizer,
+                   task=outcome.task, config=cfg)
+
+    # -- what the run left -------------------------------------------------------------------
+    @property
+    def final_dir(self) -> Path:
+        return self.output_dir / "final"
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            # Notebook objects are recorded as "{name}" strings: readable, not re-loadable.
+            self._config = load_config(self.output_dir / "config.yaml")
+        return self._config
+
+    @property
+    def events(self) -> list[Event]:
+        return list(read_events(self.output_dir))
+
+    @property
+    def history(self) -> Any:
+        """A pandas DataFrame with one row per logged step (train values and eval metrics)."""
+        import pandas as pd
+
+        rows: dict[int, dict[str, Any]] = {}
+        for ev in read_events(self.output_dir):
+            if ev.type == "log":
+                row = rows.setdefault(ev.step, {"step": ev.step})
+                row["epoch"] = ev.epoch
+                row.update(ev.values)
+            elif ev.type == "eval":
+                row = rows.setdefault(ev.step, {"step": ev.step})
+                row["epoch"] = ev.epoch
+                row.update({f"eval_{k}": v for k, v in ev.metrics.items()})
+        df = pd.DataFrame([rows[k] for k in sorted(rows)])
+        return df
+
+    @property
+    def checkpoints(self) -> list[Any]:
+        from nbtrain.checkpoints import list_checkpoints
+
+        return list_checkpoints(self.output_dir)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None and self.final_dir.is_dir():
+            self._model = _load_final_model(self.final_dir, self._task_name())
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None and self.final_dir.is_dir():
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.final_dir))
+        return self._tokenizer
+
+    def _task_name(self) -> str:
+        return _start_task(self)
+
+    def predict(self, inputs: str | Iterable[str], *, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Predict with the final model: for classification, ``label``, ``score`` and ``probs``."""
+        if self.model is None:
+            raise RuntimeError(
+                f"Run {self.name!r} has no final model (status: {self.status}); resume it first."
+            )
+        task = self._task
+        if task is None:
+            from nbtrain.config import Config
+            from nbtrain.engine.tasks import get_task
+
+            task = get_task(_start_task(self), Config(model="x"))
+        return task.predict(self.model, self.tokenizer, inputs, batch_size=batch_size)
+
+    # -- display -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()
+                            if k.startswith("eval_") or k == "train_loss")
+        return f"RunResult({self.name!r}, status={self.status!r}" + (
+            f", {metrics})" if metrics else ")")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td>{escape(k)}</td><td style='text-align:right'>{_fmt(v)}</td></tr>"
+            for k, v in self.metrics.items()
+        )
+        return (
+            f"<div><b>nbtrain run</b> <code>{escape(self.name)}</code> — {escape(self.status)}"
+            f"<br><small>{escape(str(self.output_dir))}</small>"
+            f"<table>{rows}</table></div>"
+        )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _start_task(result: RunResult) -> str:
+    for ev in read_events(result.output_dir):
+        if ev.type == "start" and getattr(ev, "task", ""):
+            return ev.task
+    return "text-classification"
+
+
+def _load_final_model(path: Path, task_name: str) -> Any:
+    import transformers
+
+    from nbtrain.engine.tasks import registry
+
+    cls_name = registry()[task_name].auto_model_class if task_name in registry() else "AutoModel"
+    cls = getattr(transformers, cls_name)
+    return cls.from_pretrained(str(path), use_safetensors=True)

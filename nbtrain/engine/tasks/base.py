@@ -1,0 +1,94 @@
+"""The small interface every task recipe implements.
+
+The engine calls these hooks in order and knows nothing task-specific:
+
+1. ``prepare(raw)``: check columns and labels, hold out an eval split, fix label maps;
+2. ``model_kwargs()`` / ``check_model_config(config)`` / ``auto_model_class``: build the model;
+3. ``tokenize(ds, tokenizer, max_length)``: a ``datasets.map(batched=True)`` producing model
+   inputs, ``labels`` and ``length`` (for length-grouped batches);
+4. ``collator(tokenizer)``, ``compute_metrics()``, ``compute_loss_func()``, ``best_metric``;
+5. ``predict(model, tokenizer, inputs)`` for ``RunResult.predict``.
+
+A new task subclasses :class:`Task` and registers itself with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from nbtrain.engine.data import RawData
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator adding a task recipe to the registry."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Task]]:
+    return dict(_REGISTRY)
+
+
+@dataclass
+class Prepared:
+    """Data after the task's checks: canonical columns, label maps, the eval split."""
+
+    train: Any
+    eval: Any | None
+    labels: list[str] | None = None
+    problem_type: str | None = None
+    notices: list[str] = field(default_factory=list)
+    eval_from_split: bool = False
+
+
+class Task:
+    """Base of all task recipes."""
+
+    name: ClassVar[str] = ""
+    auto_model_class: ClassVar[str] = "AutoModel"
+    #: metric that picks the best checkpoint, and whether larger is better
+    best_metric: ClassVar[tuple[str, bool]] = ("loss", False)
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.prepared: Prepared | None = None
+        #: Non-scalar results of the latest evaluation (confusion matrix, per-class scores).
+        self.last_details: dict[str, Any] = {}
+
+    @property
+    def metric_for_best(self) -> tuple[str, bool]:
+        """(metric name, greater is better) that picks the best checkpoint."""
+        return self.best_metric
+
+    @classmethod
+    def detect(cls, columns: list[str], cfg: Any, architectures: list[str]) -> float:
+        """How well data with these columns fits this task (0 = not at all)."""
+        return 0.0
+
+    def prepare(self, raw: RawData) -> Prepared:
+        raise NotImplementedError
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def check_model_config(self, model_config: Any, model_name: str) -> None:
+        """Raise a DataError when the model cannot take this task's labels."""
+
+    def tokenize(self, ds: Any, tokenizer: Any, max_length: int) -> Any:
+        raise NotImplementedError
+
+    def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
+        raise NotImplementedError
+
+    def compute_metrics(self) -> Any:
+        return None
+
+    def compute_loss_func(self) -> Any:
+        return None
+
+    def predict(self, model: Any, tokenizer: Any, inputs: Any, *, batch_size: int = 32,
+                max_length: int | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError(f"predict is not available for task {self.name!r}")
