@@ -5,7 +5,6 @@ Works the same from a notebook, a script, the CLI and ``accelerate launch``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,11 @@ def finetune(
             checkpoint=outcome.resume_checkpoint,
         )
     if outcome.status == "failed" and outcome.error is not None:
-        raise TrainingFailed(f"{outcome.error.message} {outcome.error.advice}".strip(),
-                             kind=outcome.error.kind, run_dir=str(outcome.run_dir))
+        raise TrainingFailed(
+            f"{outcome.error.message} {outcome.error.advice}".strip(),
+            kind=outcome.error.kind,
+            run_dir=str(outcome.run_dir),
+        )
     return result
 
 
@@ -113,9 +115,18 @@ class RunResult:
         metrics: final train and eval metrics (``train_loss``, ``eval_accuracy``, ...).
     """
 
-    def __init__(self, *, name: str, output_dir: Path, status: str,
-                 metrics: dict[str, float] | None = None, model: Any = None,
-                 tokenizer: Any = None, task: Any = None, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        output_dir: Path,
+        status: str,
+        metrics: dict[str, float] | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
+        task: Any = None,
+        config: Config | None = None,
+    ) -> None:
         self.name = name
         self.output_dir = Path(output_dir)
         self.status = status
@@ -127,9 +138,16 @@ class RunResult:
 
     @classmethod
     def _from_outcome(cls, outcome: Any, cfg: Config) -> RunResult:
-        return cls(name=outcome.name, output_dir=outcome.run_dir, status=outcome.status,
-                   metrics=outcome.metrics, model=outcome.model, tokenizer=outcome.tokenizer,
-                   task=outcome.task, config=cfg)
+        return cls(
+            name=outcome.name,
+            output_dir=outcome.run_dir,
+            status=outcome.status,
+            metrics=outcome.metrics,
+            model=outcome.model,
+            tokenizer=outcome.tokenizer,
+            task=outcome.task,
+            config=cfg,
+        )
 
     # -- what the run left -------------------------------------------------------------------
     @property
@@ -204,10 +222,14 @@ class RunResult:
 
     # -- display -----------------------------------------------------------------------------
     def __repr__(self) -> str:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()
-                            if k.startswith("eval_") or k == "train_loss")
+        metrics = ", ".join(
+            f"{k}={_fmt(v)}"
+            for k, v in self.metrics.items()
+            if k.startswith("eval_") or k == "train_loss"
+        )
         return f"RunResult({self.name!r}, status={self.status!r}" + (
-            f", {metrics})" if metrics else ")")
+            f", {metrics})" if metrics else ")"
+        )
 
     def _repr_html_(self) -> str:
         from html import escape

@@ -20,8 +20,12 @@ MARKER = "nbtrain_complete.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # What the Trainer needs to resume; weights may be full-model or adapter files.
 _STATE_FILES = ("trainer_state.json",)
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                 "pytorch_model.bin")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+)
 _RESUME_FILES = ("optimizer.pt", "scheduler.pt")
 
 
@@ -58,8 +62,11 @@ class RunInfo:
 def write_marker(ckpt: str | os.PathLike) -> None:
     """Record every file of a just-saved checkpoint with its size (written last, atomically)."""
     d = Path(ckpt)
-    files = {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*"))
-             if p.is_file() and p.name != MARKER}
+    files = {
+        str(p.relative_to(d)): p.stat().st_size
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
     tmp = d / (MARKER + ".tmp")
     tmp.write_text(json.dumps({"files": files}))
     os.replace(tmp, d / MARKER)
@@ -103,8 +110,11 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
     for d in run.iterdir():
         m = _CKPT.match(d.name)
         if m and d.is_dir():
-            ckpts.append(Checkpoint(path=d, step=int(m.group(1)), size_bytes=dir_size(d),
-                                    complete=is_complete(d)))
+            ckpts.append(
+                Checkpoint(
+                    path=d, step=int(m.group(1)), size_bytes=dir_size(d), complete=is_complete(d)
+                )
+            )
     ckpts.sort(key=lambda c: c.step)
     evals = _evals_by_step(run)
     best_path = None

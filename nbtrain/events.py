@@ -146,8 +146,17 @@ class RunEnded(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (Stage, RunStarted, StepEnd, Logged, Evaluated, CheckpointSaved, Notice, ErrorEvent,
-                RunEnded)
+    for cls in (
+        Stage,
+        RunStarted,
+        StepEnd,
+        Logged,
+        Evaluated,
+        CheckpointSaved,
+        Notice,
+        ErrorEvent,
+        RunEnded,
+    )
 }
 
 

@@ -15,13 +15,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "wonderful", "happy", "brilliant"]
 NEGATIVE = ["bad", "awful", "poor", "terrible", "boring", "dull", "sad", "horrible"]
-FILLER = ["the", "movie", "was", "a", "film", "plot", "acting", "really", "very", "story", "and",
-          "it", "this", "quite", "ending", "cast"]
+FILLER = [
+    "the",
+    "movie",
+    "was",
+    "a",
+    "film",
+    "plot",
+    "acting",
+    "really",
+    "very",
+    "story",
+    "and",
+    "it",
+    "this",
+    "quite",
+    "ending",
+    "cast",
+]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SST2 = SHARED / "data" / "sst2"
 
 
-def make_texts(n: int, seed: int = 0, labels: tuple[str, str] = ("neg", "pos")) -> list[tuple[str, str]]:
+def make_texts(
+    n: int, seed: int = 0, labels: tuple[str, str] = ("neg", "pos")
+) -> list[tuple[str, str]]:
     """Sentences whose label is carried by a sentiment word: learnable in a few steps."""
     rng = random.Random(seed)
     rows = []
@@ -45,12 +63,18 @@ def make_wordpiece_tokenizer(vocab: list[str], model_max_length: int = 64):
     core.normalizer = normalizers.BertNormalizer(lowercase=True)
     core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     core.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=model_max_length,
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
     )
 
 
@@ -58,12 +82,22 @@ def build_tiny_bert(folder: Path, *, num_labels: int | None = None) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(POSITIVE + NEGATIVE + FILLER))
-    vocab += [chr(c) for c in range(ord("a"), ord("z") + 1)] + [f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        set(POSITIVE + NEGATIVE + FILLER)
+    )
+    vocab += [chr(c) for c in range(ord("a"), ord("z") + 1)] + [
+        f"##{chr(c)}" for c in range(ord("a"), ord("z") + 1)
+    ]
     tok = make_wordpiece_tokenizer(vocab)
     tok.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     import torch
 
     torch.manual_seed(0)

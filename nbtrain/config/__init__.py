@@ -43,6 +43,8 @@ def config_help() -> str:
             alias = f" (also: {', '.join(aliases)})" if aliases else ""
             choices = f.metadata.get("choices")
             ch = f" [{'|'.join(choices)}]" if choices else ""
-            lines.append(f"{prefix}{f.name}{alias}{ch} = {default!r}\n    {f.metadata.get('help', '')}")
+            lines.append(
+                f"{prefix}{f.name}{alias}{ch} = {default!r}\n    {f.metadata.get('help', '')}"
+            )
     lines.append("Any other TrainingArguments field of the installed transformers is accepted too.")
     return "\n".join(lines)

@@ -23,8 +23,17 @@ from nbtrain.errors import ConfigError, did_you_mean
 
 _SECTIONS = {"data": DataConfig, "lora": LoraConfig}
 # DataConfig keys that may also be written at the top level (``max_length: 128``).
-_DATA_AT_TOP = ("train", "eval", "text", "text_pair", "label", "max_length", "eval_split",
-                "label_names", "problem_type")
+_DATA_AT_TOP = (
+    "train",
+    "eval",
+    "text",
+    "text_pair",
+    "label",
+    "max_length",
+    "eval_split",
+    "label_names",
+    "problem_type",
+)
 # TrainingArguments fields nbtrain owns or derives; writing them under training_args is refused.
 _OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval", "resume_from_checkpoint"}
 
@@ -136,8 +145,9 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     known = {f.name: f for f in dataclasses.fields(Config)}
     values: dict[str, Any] = {}
     data_raw: dict[str, Any] = dict(_as_mapping(raw.pop("data", None) or {}, "data"))
-    training_args: dict[str, Any] = dict(_as_mapping(raw.pop("training_args", None) or {},
-                                                      "training_args"))
+    training_args: dict[str, Any] = dict(
+        _as_mapping(raw.pop("training_args", None) or {}, "training_args")
+    )
     precision_flags: dict[str, bool] = {}
     user_keys: dict[str, str] = {}
 
@@ -167,8 +177,9 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     if precision_flags:
         on = [k for k, v in precision_flags.items() if v]
         if len(on) > 1:
-            raise ConfigError("fp16 and bf16 are both true; choose one (or precision: auto).",
-                              field="precision")
+            raise ConfigError(
+                "fp16 and bf16 are both true; choose one (or precision: auto).", field="precision"
+            )
         if on:
             if values.get("precision", "auto") not in ("auto", on[0]):
                 raise ConfigError(
@@ -182,7 +193,9 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         f = known[name]
         kind = f.metadata.get("kind")
         if kind == "lora":
-            cfg_kwargs[name] = _section(LoraConfig, value, "lora") if value not in (None, False) else None
+            cfg_kwargs[name] = (
+                _section(LoraConfig, value, "lora") if value not in (None, False) else None
+            )
         elif kind == "runtime":
             cfg_kwargs[name] = _runtime(name, value)
         else:
@@ -286,7 +299,16 @@ def _bad(f: dataclasses.Field, value: Any, expected: str, prefix: str = "") -> C
 def _coerce_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "yes",
+        "on",
+        "1",
+        "false",
+        "no",
+        "off",
+        "0",
+    ):
         return value.strip().lower() in ("true", "yes", "on", "1")
     raise ConfigError(f"{name}: {value!r} is not valid; expected true or false.", field=name)
 
@@ -299,7 +321,11 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
         if meta.get("nullable", True):
             return None
         raise _bad(f, value, _allowed(f, prefix), prefix)
-    if isinstance(value, str) and value.strip().lower() in ("null", "none", "~") and kind not in ("str", "choice", "str_list"):
+    if (
+        isinstance(value, str)
+        and value.strip().lower() in ("null", "none", "~")
+        and kind not in ("str", "choice", "str_list")
+    ):
         return None if meta.get("nullable", True) else value
     if kind == "int":
         if isinstance(value, bool):
@@ -464,11 +490,13 @@ def _cross_checks(cfg: Config) -> None:
             field="data.train",
         )
     if cfg.eval_strategy == "steps" and cfg.eval_steps is None:
-        raise ConfigError("eval_strategy: steps needs eval_steps (e.g. eval_steps: 200).",
-                          field="eval_steps")
+        raise ConfigError(
+            "eval_strategy: steps needs eval_steps (e.g. eval_steps: 200).", field="eval_steps"
+        )
     if cfg.save_strategy == "steps" and cfg.save_steps is None:
-        raise ConfigError("save_strategy: steps needs save_steps (e.g. save_steps: 500).",
-                          field="save_steps")
+        raise ConfigError(
+            "save_strategy: steps needs save_steps (e.g. save_steps: 500).", field="save_steps"
+        )
     if cfg.name is not None:
         bad = [c for c in cfg.name if c in '/\\:*?"<>|' or ord(c) < 32]
         if bad or cfg.name in (".", "..") or not cfg.name.strip():
@@ -494,7 +522,9 @@ def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
                 out[f.name] = value
             continue
         if kind in ("section", "lora"):
-            out[f.name] = None if value is None else config_to_dict(value, keep_objects=keep_objects)
+            out[f.name] = (
+                None if value is None else config_to_dict(value, keep_objects=keep_objects)
+            )
             continue
         if kind == "training_args":
             out[f.name] = dict(value)
@@ -532,5 +562,12 @@ def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
     return changed
 
 
-__all__ = ["Ref", "config_to_dict", "diff_configs", "from_dict", "load_config", "parse_yaml",
-           "to_yaml"]
+__all__ = [
+    "Ref",
+    "config_to_dict",
+    "diff_configs",
+    "from_dict",
+    "load_config",
+    "parse_yaml",
+    "to_yaml",
+]

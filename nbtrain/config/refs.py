@@ -51,7 +51,11 @@ def fingerprint(value: Any) -> str | None:
     if isinstance(fp, str):
         return fp
     fps = getattr(obj, "values", None)
-    if hasattr(obj, "keys") and callable(getattr(obj, "keys", None)) and hasattr(obj, "column_names"):
+    if (
+        hasattr(obj, "keys")
+        and callable(getattr(obj, "keys", None))
+        and hasattr(obj, "column_names")
+    ):
         # DatasetDict: combine the splits' fingerprints.
         parts = [f"{k}:{getattr(obj[k], '_fingerprint', '')}" for k in sorted(obj.keys())]
         return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]

@@ -179,21 +179,58 @@ class DataConfig:
 class LoraConfig:
     """LoRA adapters via peft (the model stays frozen; only adapters and the head train)."""
 
-    r: int = opt(8, "Rank of the LoRA update matrices.", group="LoRA", kind="int", minimum=1,
-                 nullable=False, common=True)
-    alpha: float = opt(16, "LoRA scaling (alpha / r multiplies the update).", group="LoRA",
-                       kind="float", exclusive_minimum=True, minimum=0, nullable=False,
-                       aliases=("lora_alpha",), common=True)
-    dropout: float = opt(0.05, "Dropout on the LoRA input.", group="LoRA", kind="float",
-                         minimum=0, maximum=1, nullable=False, aliases=("lora_dropout",))
-    target_modules: Any = opt("auto", "Module names to adapt, or 'auto' for the attention "
-                              "projections of the architecture.", group="LoRA", kind="str_list",
-                              nullable=False, common=True)
-    bias: str = opt("none", "Which biases train: none, all or lora_only.", group="LoRA",
-                    kind="choice", choices=("none", "all", "lora_only"), nullable=False)
-    modules_to_save: list[str] | None = opt(None, "Extra modules trained in full (the "
-                                            "classifier head is added for you).",
-                                            group="LoRA", kind="str_list")
+    r: int = opt(
+        8,
+        "Rank of the LoRA update matrices.",
+        group="LoRA",
+        kind="int",
+        minimum=1,
+        nullable=False,
+        common=True,
+    )
+    alpha: float = opt(
+        16,
+        "LoRA scaling (alpha / r multiplies the update).",
+        group="LoRA",
+        kind="float",
+        exclusive_minimum=True,
+        minimum=0,
+        nullable=False,
+        aliases=("lora_alpha",),
+        common=True,
+    )
+    dropout: float = opt(
+        0.05,
+        "Dropout on the LoRA input.",
+        group="LoRA",
+        kind="float",
+        minimum=0,
+        maximum=1,
+        nullable=False,
+        aliases=("lora_dropout",),
+    )
+    target_modules: Any = opt(
+        "auto",
+        "Module names to adapt, or 'auto' for the attention projections of the architecture.",
+        group="LoRA",
+        kind="str_list",
+        nullable=False,
+        common=True,
+    )
+    bias: str = opt(
+        "none",
+        "Which biases train: none, all or lora_only.",
+        group="LoRA",
+        kind="choice",
+        choices=("none", "all", "lora_only"),
+        nullable=False,
+    )
+    modules_to_save: list[str] | None = opt(
+        None,
+        "Extra modules trained in full (the classifier head is added for you).",
+        group="LoRA",
+        kind="str_list",
+    )
 
 
 @dataclass
@@ -230,7 +267,10 @@ class Config:
         kind="str",
     )
     runs_dir: str = opt(
-        "runs", "Folder that holds one sub-folder per run.", group="Model", kind="str",
+        "runs",
+        "Folder that holds one sub-folder per run.",
+        group="Model",
+        kind="str",
         nullable=False,
     )
     trust_remote_code: bool = opt(
@@ -247,140 +287,272 @@ class Config:
         kind="bool",
         nullable=False,
     )
-    data: DataConfig = field(default_factory=DataConfig, metadata={"group": "Data", "kind": "section"})
+    data: DataConfig = field(
+        default_factory=DataConfig, metadata={"group": "Data", "kind": "section"}
+    )
 
     # -- Training ----------------------------------------------------------------------------
     num_train_epochs: float = opt(
-        3.0, "Passes over the training data.", group="Training", kind="float",
-        minimum=0, exclusive_minimum=True, aliases=("epochs", "num_epochs"), common=True,
+        3.0,
+        "Passes over the training data.",
+        group="Training",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
+        aliases=("epochs", "num_epochs"),
+        common=True,
         nullable=False,
     )
     per_device_train_batch_size: int = opt(
-        16, "Training examples per step on each device.", group="Training", kind="int",
-        minimum=1, aliases=("batch_size", "train_batch_size"), common=True, nullable=False,
+        16,
+        "Training examples per step on each device.",
+        group="Training",
+        kind="int",
+        minimum=1,
+        aliases=("batch_size", "train_batch_size"),
+        common=True,
+        nullable=False,
     )
     learning_rate: float = opt(
-        5e-5, "Peak learning rate.", group="Training", kind="float", minimum=0,
-        exclusive_minimum=True, maximum=1.0, aliases=("lr",), common=True, nullable=False,
+        5e-5,
+        "Peak learning rate.",
+        group="Training",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=1.0,
+        aliases=("lr",),
+        common=True,
+        nullable=False,
     )
     weight_decay: float = opt(
-        0.01, "Decoupled weight decay (AdamW); a mild cure for overfitting.", group="Training",
-        kind="float", minimum=0, maximum=1, common=True, nullable=False,
+        0.01,
+        "Decoupled weight decay (AdamW); a mild cure for overfitting.",
+        group="Training",
+        kind="float",
+        minimum=0,
+        maximum=1,
+        common=True,
+        nullable=False,
     )
     warmup_ratio: float = opt(
-        0.1, "Share of the training steps used for linear learning-rate warmup.",
-        group="Training", kind="float", minimum=0, maximum=1, nullable=False,
+        0.1,
+        "Share of the training steps used for linear learning-rate warmup.",
+        group="Training",
+        kind="float",
+        minimum=0,
+        maximum=1,
+        nullable=False,
     )
     warmup_steps: int = opt(
-        0, "Warmup steps (overrides warmup_ratio when > 0).", group="Training", kind="int",
-        minimum=0, nullable=False,
+        0,
+        "Warmup steps (overrides warmup_ratio when > 0).",
+        group="Training",
+        kind="int",
+        minimum=0,
+        nullable=False,
     )
     lr_scheduler_type: str = opt(
-        "linear", "Learning-rate schedule after warmup.", group="Training", kind="choice",
-        choices=SCHEDULERS, aliases=("scheduler", "lr_scheduler"), nullable=False,
+        "linear",
+        "Learning-rate schedule after warmup.",
+        group="Training",
+        kind="choice",
+        choices=SCHEDULERS,
+        aliases=("scheduler", "lr_scheduler"),
+        nullable=False,
     )
     gradient_accumulation_steps: int = opt(
-        1, "Steps whose gradients add up before one optimizer update (a bigger effective batch "
-        "in the same memory).", group="Training", kind="int", minimum=1,
-        aliases=("grad_accum",), nullable=False,
+        1,
+        "Steps whose gradients add up before one optimizer update (a bigger effective batch "
+        "in the same memory).",
+        group="Training",
+        kind="int",
+        minimum=1,
+        aliases=("grad_accum",),
+        nullable=False,
     )
     max_steps: int = opt(
-        -1, "Stop after this many optimizer updates (overrides epochs when > 0).",
-        group="Training", kind="int", minimum=-1, nullable=False,
+        -1,
+        "Stop after this many optimizer updates (overrides epochs when > 0).",
+        group="Training",
+        kind="int",
+        minimum=-1,
+        nullable=False,
     )
     optim: str = opt(
-        "adamw_torch", "Optimizer: adamw_torch, adamw_8bit (bitsandbytes, GPU), adafactor, ...",
-        group="Training", kind="choice", choices=OPTIMIZERS, aliases=("optimizer",),
+        "adamw_torch",
+        "Optimizer: adamw_torch, adamw_8bit (bitsandbytes, GPU), adafactor, ...",
+        group="Training",
+        kind="choice",
+        choices=OPTIMIZERS,
+        aliases=("optimizer",),
         nullable=False,
     )
     max_grad_norm: float = opt(
-        1.0, "Gradient clipping norm (0 disables).", group="Training", kind="float", minimum=0,
+        1.0,
+        "Gradient clipping norm (0 disables).",
+        group="Training",
+        kind="float",
+        minimum=0,
         nullable=False,
     )
     label_smoothing_factor: float = opt(
-        0.0, "Label smoothing for classification (a cure for over-confidence).",
-        group="Training", kind="float", minimum=0, maximum=1, nullable=False,
+        0.0,
+        "Label smoothing for classification (a cure for over-confidence).",
+        group="Training",
+        kind="float",
+        minimum=0,
+        maximum=1,
+        nullable=False,
     )
-    seed: int = opt(42, "Random seed for initialisation, shuffling and dropout.",
-                    group="Training", kind="int", minimum=0, nullable=False)
+    seed: int = opt(
+        42,
+        "Random seed for initialisation, shuffling and dropout.",
+        group="Training",
+        kind="int",
+        minimum=0,
+        nullable=False,
+    )
     group_by_length: bool = opt(
-        True, "Batch examples of similar length together (far less padding, same accuracy).",
-        group="Training", kind="bool", nullable=False,
+        True,
+        "Batch examples of similar length together (far less padding, same accuracy).",
+        group="Training",
+        kind="bool",
+        nullable=False,
     )
 
     # -- Evaluation & saving -----------------------------------------------------------------
     eval_strategy: str = opt(
-        "auto", "When to evaluate: auto (each epoch when there is eval data), no, steps, epoch.",
-        group="Evaluation & saving", kind="choice", choices=STRATEGIES,
-        aliases=("evaluation_strategy",), common=True, nullable=False,
+        "auto",
+        "When to evaluate: auto (each epoch when there is eval data), no, steps, epoch.",
+        group="Evaluation & saving",
+        kind="choice",
+        choices=STRATEGIES,
+        aliases=("evaluation_strategy",),
+        common=True,
+        nullable=False,
     )
     eval_steps: float | None = opt(
-        None, "Evaluate every N steps (or a ratio of all steps when < 1) with eval_strategy: steps.",
-        group="Evaluation & saving", kind="float", minimum=0, exclusive_minimum=True,
+        None,
+        "Evaluate every N steps (or a ratio of all steps when < 1) with eval_strategy: steps.",
+        group="Evaluation & saving",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
     )
     save_strategy: str = opt(
-        "auto", "When to checkpoint: auto (follows eval_strategy), no, steps, epoch, best.",
-        group="Evaluation & saving", kind="choice", choices=SAVE_STRATEGIES, nullable=False,
+        "auto",
+        "When to checkpoint: auto (follows eval_strategy), no, steps, epoch, best.",
+        group="Evaluation & saving",
+        kind="choice",
+        choices=SAVE_STRATEGIES,
+        nullable=False,
     )
     save_steps: float | None = opt(
-        None, "Checkpoint every N steps with save_strategy: steps.",
-        group="Evaluation & saving", kind="float", minimum=0, exclusive_minimum=True,
+        None,
+        "Checkpoint every N steps with save_strategy: steps.",
+        group="Evaluation & saving",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
     )
     save_total_limit: int | None = opt(
-        2, "Keep at most this many checkpoints (the best and the newest are always kept).",
-        group="Evaluation & saving", kind="int", minimum=1,
+        2,
+        "Keep at most this many checkpoints (the best and the newest are always kept).",
+        group="Evaluation & saving",
+        kind="int",
+        minimum=1,
     )
     load_best_model_at_end: bool | None = opt(
-        None, "Finish with the best checkpoint's weights (default: yes when evaluating).",
-        group="Evaluation & saving", kind="bool", common=True,
+        None,
+        "Finish with the best checkpoint's weights (default: yes when evaluating).",
+        group="Evaluation & saving",
+        kind="bool",
+        common=True,
     )
     metric_for_best_model: str | None = opt(
-        None, "Metric that picks the best checkpoint (default: the task's, e.g. accuracy).",
-        group="Evaluation & saving", kind="str",
+        None,
+        "Metric that picks the best checkpoint (default: the task's, e.g. accuracy).",
+        group="Evaluation & saving",
+        kind="str",
     )
     greater_is_better: bool | None = opt(
-        None, "Whether a larger metric_for_best_model is better (default: from its name).",
-        group="Evaluation & saving", kind="bool",
+        None,
+        "Whether a larger metric_for_best_model is better (default: from its name).",
+        group="Evaluation & saving",
+        kind="bool",
     )
     early_stopping_patience: int | None = opt(
-        None, "Stop after this many evaluations without improvement (a cure for overfitting).",
-        group="Evaluation & saving", kind="int", minimum=1,
+        None,
+        "Stop after this many evaluations without improvement (a cure for overfitting).",
+        group="Evaluation & saving",
+        kind="int",
+        minimum=1,
     )
     per_device_eval_batch_size: int | None = opt(
-        None, "Evaluation examples per step (default: twice the training batch).",
-        group="Evaluation & saving", kind="int", minimum=1, aliases=("eval_batch_size",),
+        None,
+        "Evaluation examples per step (default: twice the training batch).",
+        group="Evaluation & saving",
+        kind="int",
+        minimum=1,
+        aliases=("eval_batch_size",),
     )
 
     # -- Precision & memory ------------------------------------------------------------------
     precision: str = opt(
-        "auto", "auto (bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU), fp32, fp16, "
-        "bf16. fp16: true / bf16: true are read as this.", group="Precision & memory",
-        kind="choice", choices=PRECISIONS, common=True, nullable=False,
+        "auto",
+        "auto (bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU), fp32, fp16, "
+        "bf16. fp16: true / bf16: true are read as this.",
+        group="Precision & memory",
+        kind="choice",
+        choices=PRECISIONS,
+        common=True,
+        nullable=False,
     )
     gradient_checkpointing: bool = opt(
-        False, "Recompute activations in the backward pass: much less memory, ~30% slower.",
-        group="Precision & memory", kind="bool", nullable=False,
+        False,
+        "Recompute activations in the backward pass: much less memory, ~30% slower.",
+        group="Precision & memory",
+        kind="bool",
+        nullable=False,
     )
     auto_find_batch_size: bool = opt(
-        False, "Halve the batch on out-of-memory until it fits.", group="Precision & memory",
-        kind="bool", nullable=False,
+        False,
+        "Halve the batch on out-of-memory until it fits.",
+        group="Precision & memory",
+        kind="bool",
+        nullable=False,
     )
     torch_compile: bool = opt(
-        False, "Compile the model with torch.compile (faster steps after a slow first one).",
-        group="Precision & memory", kind="bool", nullable=False,
+        False,
+        "Compile the model with torch.compile (faster steps after a slow first one).",
+        group="Precision & memory",
+        kind="bool",
+        nullable=False,
     )
 
     # -- Logging -----------------------------------------------------------------------------
     logging_steps: float | None = opt(
-        None, "Log the training loss every N steps (default: about 100 points per run).",
-        group="Logging", kind="float", minimum=0, exclusive_minimum=True,
+        None,
+        "Log the training loss every N steps (default: about 100 points per run).",
+        group="Logging",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
     )
     report_to: Any = opt(
-        "none", "Also log to: none, tensorboard, wandb, mlflow (a name or a list).",
-        group="Logging", kind="str_list", choices=REPORTERS, nullable=False,
+        "none",
+        "Also log to: none, tensorboard, wandb, mlflow (a name or a list).",
+        group="Logging",
+        kind="str_list",
+        choices=REPORTERS,
+        nullable=False,
     )
     logging_dir: str | None = opt(
-        None, "TensorBoard folder (default: <run>/tensorboard).", group="Logging", kind="str",
+        None,
+        "TensorBoard folder (default: <run>/tensorboard).",
+        group="Logging",
+        kind="str",
     )
 
     # -- LoRA --------------------------------------------------------------------------------
@@ -400,23 +572,35 @@ class Config:
     # -- Runtime objects: not saved to config.yaml, not part of a run's identity -------------
     callbacks: list[Any] = field(
         default_factory=list,
-        metadata={"group": "Runtime", "kind": "runtime",
-                  "help": "TrainerCallback objects added to the Trainer."},
+        metadata={
+            "group": "Runtime",
+            "kind": "runtime",
+            "help": "TrainerCallback objects added to the Trainer.",
+        },
     )
     compute_metrics: Any = field(
         default=None,
-        metadata={"group": "Runtime", "kind": "runtime",
-                  "help": "A function(EvalPrediction) -> dict replacing the task's metrics."},
+        metadata={
+            "group": "Runtime",
+            "kind": "runtime",
+            "help": "A function(EvalPrediction) -> dict replacing the task's metrics.",
+        },
     )
     trainer_class: Any = field(
         default=None,
-        metadata={"group": "Runtime", "kind": "runtime",
-                  "help": "A Trainer subclass to use (e.g. one with a custom compute_loss)."},
+        metadata={
+            "group": "Runtime",
+            "kind": "runtime",
+            "help": "A Trainer subclass to use (e.g. one with a custom compute_loss).",
+        },
     )
     class_weights: Any = field(
         default=None,
-        metadata={"group": "Training", "kind": "float_list",
-                  "help": "Per-class loss weights for imbalanced classification."},
+        metadata={
+            "group": "Training",
+            "kind": "float_list",
+            "help": "Per-class loss weights for imbalanced classification.",
+        },
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -110,7 +110,9 @@ def translate(
         "save_strategy": save_strategy,
         "save_total_limit": cfg.save_total_limit,
         "load_best_model_at_end": bool(load_best),
-        "metric_for_best_model": metric_for_best_model if load_best or eval_strategy != "no" else None,
+        "metric_for_best_model": metric_for_best_model
+        if load_best or eval_strategy != "no"
+        else None,
         "greater_is_better": greater_is_better,
         "logging_strategy": "steps",
         "logging_steps": logging_steps,
@@ -143,7 +145,11 @@ def translate(
         kw["group_by_length"] = cfg.group_by_length
 
     if cfg.gradient_checkpointing:
-        name = "activation_checkpointing" if "activation_checkpointing" in fields_ else "gradient_checkpointing"
+        name = (
+            "activation_checkpointing"
+            if "activation_checkpointing" in fields_
+            else "gradient_checkpointing"
+        )
         kw[name] = True
         kwargs_name = f"{name}_kwargs"
         if kwargs_name in fields_:

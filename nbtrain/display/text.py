@@ -19,8 +19,9 @@ def _fmt_time(seconds: float) -> str:
 class TextRenderer:
     """One progress line (redrawn in place on a terminal, throttled), plus a line per event."""
 
-    def __init__(self, stream: TextIO | None = None, *, min_interval: float = 0.5,
-                 tty: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, min_interval: float = 0.5, tty: bool | None = None
+    ) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.min_interval = min_interval if self.tty else 10.0
@@ -34,8 +35,11 @@ class TextRenderer:
     def __call__(self, ev: Event) -> None:
         t = ev.type
         if t == "stage" and ev.status in ("start", "done"):
-            verb = {"load_data": "Reading data", "tokenize": "Tokenizing",
-                    "load_model": "Loading model"}.get(ev.name, ev.name)
+            verb = {
+                "load_data": "Reading data",
+                "tokenize": "Tokenizing",
+                "load_model": "Loading model",
+            }.get(ev.name, ev.name)
             if ev.status == "done":
                 self._line(f"{verb}: done" + (f" ({ev.detail})" if ev.detail else ""))
         elif t == "notice":
@@ -58,8 +62,11 @@ class TextRenderer:
                 self._last = now
                 self._progress(ev.step, ev.total_steps or self._total, ev.epoch)
         elif t == "eval":
-            metrics = "  ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items()
-                                if not k.endswith(("runtime", "per_second")))
+            metrics = "  ".join(
+                f"{k}={v:.4f}"
+                for k, v in ev.metrics.items()
+                if not k.endswith(("runtime", "per_second"))
+            )
             self._line(f"eval @ step {ev.step} (epoch {ev.epoch:.2f}): {metrics}")
         elif t == "checkpoint":
             self._line(f"saved {ev.path.split('/')[-1]}")
@@ -77,8 +84,10 @@ class TextRenderer:
         filled = int(width * step / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
         loss = f"  loss {self._loss:.4f}" if self._loss is not None else ""
-        text = (f"[{bar}] {step}/{total}  epoch {epoch:.2f}  {_fmt_time(elapsed)}<{_fmt_time(eta)}"
-                f"  {rate:.2f} it/s{loss}")
+        text = (
+            f"[{bar}] {step}/{total}  epoch {epoch:.2f}  {_fmt_time(elapsed)}<{_fmt_time(eta)}"
+            f"  {rate:.2f} it/s{loss}"
+        )
         if self.tty:
             self.stream.write("\r" + text + "\x1b[K")
             self._open_line = True
@@ -95,15 +104,20 @@ class TextRenderer:
 
     def _end(self, ev: Any) -> None:
         if ev.status == "finished":
-            metrics = "  ".join(f"{k}={v:.4f}" for k, v in ev.metrics.items()
-                                if k.startswith("eval_") and not k.endswith(("runtime", "per_second")))
+            metrics = "  ".join(
+                f"{k}={v:.4f}"
+                for k, v in ev.metrics.items()
+                if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
+            )
             self._line(f"Finished in {_fmt_time(ev.duration_s)}. {metrics}".rstrip())
             if ev.final_dir:
                 self._line(f"Model saved to {ev.final_dir}")
         elif ev.status in ("interrupted", "stopped"):
             where = ev.resume_checkpoint or "no checkpoint"
-            self._line(f"Run {ev.status} at step {ev.step}; progress saved in {where}. Run the "
-                       "same command again to resume.")
+            self._line(
+                f"Run {ev.status} at step {ev.step}; progress saved in {where}. Run the "
+                "same command again to resume."
+            )
         else:
             self._line(f"Run failed at step {ev.step}.")
 

@@ -13,7 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from nbtrain.checkpoints import dir_size, write_marker
-from nbtrain.events import CheckpointSaved, EventBus, Evaluated, Logged, StepEnd
+from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, StepEnd
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
 
@@ -79,14 +79,18 @@ class EventCallback(TrainerCallback):
         self.train_start = time.time()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.bus.emit(StepEnd(step=state.global_step, epoch=float(state.epoch or 0),
-                              total_steps=state.max_steps))
+        self.bus.emit(
+            StepEnd(
+                step=state.global_step, epoch=float(state.epoch or 0), total_steps=state.max_steps
+            )
+        )
         if self.stop.requested:
             control.should_save = True
             control.should_training_stop = True
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kw: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         logs = dict(logs or {})
         if any(k.startswith("eval_") for k in logs):
             return  # evaluations arrive through on_evaluate
@@ -94,8 +98,11 @@ class EventCallback(TrainerCallback):
             # The Trainer's closing summary: it goes into the end event, not the curves.
             self.train_samples_per_second = logs.get("train_samples_per_second")
             return
-        values = {k: float(v) for k, v in logs.items()
-                  if k not in _LOG_KEYS_DROP and isinstance(v, (int, float))}
+        values = {
+            k: float(v)
+            for k, v in logs.items()
+            if k not in _LOG_KEYS_DROP and isinstance(v, (int, float))
+        }
         if not values:
             return
         loss = values.get("loss")
@@ -104,8 +111,9 @@ class EventCallback(TrainerCallback):
             control.should_training_stop = True
         self.bus.emit(Logged(step=state.global_step, epoch=float(state.epoch or 0), values=values))
 
-    def on_evaluate(self, args: Any, state: Any, control: Any,
-                    metrics: dict[str, Any] | None = None, **kw: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         metrics = {
             (k[5:] if k.startswith("eval_") else k): float(v)
             for k, v in (metrics or {}).items()
@@ -113,12 +121,24 @@ class EventCallback(TrainerCallback):
         }
         self.last_eval_step = state.global_step
         details = dict(getattr(self.task, "last_details", {}) or {})
-        self.bus.emit(Evaluated(step=state.global_step, epoch=float(state.epoch or 0),
-                                metrics=metrics, details=details))
+        self.bus.emit(
+            Evaluated(
+                step=state.global_step,
+                epoch=float(state.epoch or 0),
+                metrics=metrics,
+                details=details,
+            )
+        )
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             write_marker(ckpt)
-            self.bus.emit(CheckpointSaved(step=state.global_step, epoch=float(state.epoch or 0),
-                                          path=str(ckpt), size_bytes=dir_size(ckpt)))
+            self.bus.emit(
+                CheckpointSaved(
+                    step=state.global_step,
+                    epoch=float(state.epoch or 0),
+                    path=str(ckpt),
+                    size_bytes=dir_size(ckpt),
+                )
+            )

@@ -45,13 +45,15 @@ class RawData:
 def load_raw(data_cfg: Any, *, seed: int) -> RawData:
     """Load ``data.train`` and ``data.eval`` as ``datasets.Dataset`` objects."""
     headerless = _headerless(data_cfg)
-    train_obj = _load_source(data_cfg.train, role="train", header=data_cfg.header,
-                             headerless=headerless)
+    train_obj = _load_source(
+        data_cfg.train, role="train", header=data_cfg.header, headerless=headerless
+    )
     train, extra_eval = _pick_split(train_obj, role="train", source=data_cfg.train)
     eval_ds = None
     if data_cfg.eval is not None:
-        eval_obj = _load_source(data_cfg.eval, role="eval", header=data_cfg.header,
-                                headerless=headerless)
+        eval_obj = _load_source(
+            data_cfg.eval, role="eval", header=data_cfg.header, headerless=headerless
+        )
         eval_ds, _ = _pick_split(eval_obj, role="eval", source=data_cfg.eval)
     elif extra_eval is not None:
         eval_ds = extra_eval
@@ -128,7 +130,9 @@ def _from_object(obj: Any, role: str) -> Any:
     )
 
 
-def _load_file(path: Path, fmt: str | None, *, headerless: bool, delimiter: str | None = None) -> Any:
+def _load_file(
+    path: Path, fmt: str | None, *, headerless: bool, delimiter: str | None = None
+) -> Any:
     import datasets
 
     if fmt is None:
@@ -138,7 +142,9 @@ def _load_file(path: Path, fmt: str | None, *, headerless: bool, delimiter: str 
         )
     kwargs: dict[str, Any] = {}
     if fmt == "csv":
-        kwargs["delimiter"] = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+        kwargs["delimiter"] = delimiter or (
+            "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        )
         if kwargs["delimiter"] == "\t":
             kwargs["quoting"] = csv.QUOTE_NONE  # TSV text keeps its quote characters
         if headerless:

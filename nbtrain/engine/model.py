@@ -69,8 +69,14 @@ def device_info() -> DeviceInfo:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return DeviceInfo("cuda", props.name, bf16=torch.cuda.is_bf16_supported(), fp16=True,
-                          memory_bytes=props.total_memory, count=torch.cuda.device_count())
+        return DeviceInfo(
+            "cuda",
+            props.name,
+            bf16=torch.cuda.is_bf16_supported(),
+            fp16=True,
+            memory_bytes=props.total_memory,
+            count=torch.cuda.device_count(),
+        )
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return DeviceInfo("mps", "Apple GPU (mps)", bf16=False, fp16=False)
     return DeviceInfo("cpu", f"CPU ({torch.get_num_threads()} threads)", bf16=False, fp16=False)
@@ -119,7 +125,7 @@ def load_tokenizer(cfg: Any, model_ref: Any) -> Any:
     source = tok or model_ref
     if not isinstance(source, str):
         source = getattr(source, "name_or_path", None)
-        if not source or not Path(str(source)).exists() and "/" not in str(source):
+        if not source or (not Path(str(source)).exists() and "/" not in str(source)):
             raise ConfigError(
                 f"model is {describe(cfg.model)}: pass its tokenizer too (tokenizer: "
                 "{my_tokenizer}), nbtrain cannot guess it from a model object.",

@@ -85,8 +85,11 @@ def identity(cfg: Config) -> dict[str, Any]:
     for key in _IDENTITY_IGNORED:
         d.pop(key, None)
     prints = {}
-    for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
-                       ("model", cfg.model)):
+    for key, value in (
+        ("data.train", cfg.data.train),
+        ("data.eval", cfg.data.eval),
+        ("model", cfg.model),
+    ):
         fp = fingerprint(value) if not isinstance(unwrap(value), str) else None
         if fp:
             prints[key] = fp
@@ -134,10 +137,16 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
     with _quiet_datasets():
         bus.emit(Stage(name="load_data", status="start", detail=describe_source(cfg)))
         raw = load_raw(cfg.data, seed=cfg.seed)
-        bus.emit(Stage(name="load_data", status="done", done=len(raw.train),
-                       total=len(raw.train),
-                       detail=f"{len(raw.train)} train rows"
-                       + (f", {len(raw.eval)} eval rows" if raw.eval is not None else "")))
+        bus.emit(
+            Stage(
+                name="load_data",
+                status="done",
+                done=len(raw.train),
+                total=len(raw.train),
+                detail=f"{len(raw.train)} train rows"
+                + (f", {len(raw.eval)} eval rows" if raw.eval is not None else ""),
+            )
+        )
 
         model_obj = unwrap(cfg.model)
         model_source = resolve_model_name(model_obj) if isinstance(model_obj, str) else model_obj
@@ -159,19 +168,40 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
         tokenizer = load_tokenizer(cfg, model_source)
         max_length = _max_length(cfg, tokenizer, model_config)
         total = len(prepared.train) + (len(prepared.eval) if prepared.eval is not None else 0)
-        bus.emit(Stage(name="tokenize", status="start", total=total,
-                       detail=f"max_length {max_length}"))
+        bus.emit(
+            Stage(name="tokenize", status="start", total=total, detail=f"max_length {max_length}")
+        )
         train_tok = task.tokenize(prepared.train, tokenizer, max_length)
-        eval_tok = task.tokenize(prepared.eval, tokenizer, max_length) if prepared.eval is not None else None
+        eval_tok = (
+            task.tokenize(prepared.eval, tokenizer, max_length)
+            if prepared.eval is not None
+            else None
+        )
         if eval_tok is not None and "length" in eval_tok.column_names:
             # Sorted by length, evaluation batches carry almost no padding.
             eval_tok = eval_tok.sort("length", reverse=True)
-        bus.emit(Stage(name="tokenize", status="done", done=total, total=total,
-                       detail=f"{_token_count(train_tok)} train tokens"))
-    return Prepared(cfg=cfg, task=task, tokenizer=tokenizer, model_source=model_source,
-                    model_config=model_config, train=train_tok, eval=eval_tok,
-                    max_length=max_length, labels=prepared.labels, notices=notices,
-                    raw_train_rows=len(raw.train))
+        bus.emit(
+            Stage(
+                name="tokenize",
+                status="done",
+                done=total,
+                total=total,
+                detail=f"{_token_count(train_tok)} train tokens",
+            )
+        )
+    return Prepared(
+        cfg=cfg,
+        task=task,
+        tokenizer=tokenizer,
+        model_source=model_source,
+        model_config=model_config,
+        train=train_tok,
+        eval=eval_tok,
+        max_length=max_length,
+        labels=prepared.labels,
+        notices=notices,
+        raw_train_rows=len(raw.train),
+    )
 
 
 def describe_source(cfg: Config) -> str:
@@ -266,12 +296,21 @@ def _config_yaml(cfg: Config, name: str) -> str:
     d = config_to_dict(cfg)
     d["name"] = name
     header = "# nbtrain run config: re-run with `nbtrain run config.yaml`\n"
-    refs = [f"{k}" for k, v in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval),
-                                ("model", cfg.model), ("tokenizer", cfg.tokenizer))
-            if v is not None and not isinstance(unwrap(v), str)]
+    refs = [
+        f"{k}"
+        for k, v in (
+            ("data.train", cfg.data.train),
+            ("data.eval", cfg.data.eval),
+            ("model", cfg.model),
+            ("tokenizer", cfg.tokenizer),
+        )
+        if v is not None and not isinstance(unwrap(v), str)
+    ]
     if refs:
-        header += (f"# {', '.join(refs)} came from notebook objects; replace them with files or "
-                   "hub names to run this outside the notebook.\n")
+        header += (
+            f"# {', '.join(refs)} came from notebook objects; replace them with files or "
+            "hub names to run this outside the notebook.\n"
+        )
     return header + _yaml_dump(d)
 
 
@@ -294,8 +333,12 @@ def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any
         "versions": versions,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "device": {"kind": device.kind, "name": device.name, "count": device.count,
-                   "memory_bytes": device.memory_bytes},
+        "device": {
+            "kind": device.kind,
+            "name": device.name,
+            "count": device.count,
+            "memory_bytes": device.memory_bytes,
+        },
         "precision": precision,
         "seed": cfg.seed,
         "training_args": _safe_args(args),
@@ -333,8 +376,13 @@ def run(
                 for fn in subscribers:
                     with contextlib.suppress(Exception):
                         fn(ev)
-            return Outcome(name=name, run_dir=run_dir, status="finished", metrics=info.metrics
-                           if not _end_metrics(run_dir) else _end_metrics(run_dir), reused=True)
+            return Outcome(
+                name=name,
+                run_dir=run_dir,
+                status="finished",
+                metrics=info.metrics if not _end_metrics(run_dir) else _end_metrics(run_dir),
+                reused=True,
+            )
         ckpt = newest_complete(run_dir)
         resume = str(ckpt.path) if ckpt else None
         _drop_incomplete(run_dir)
@@ -345,8 +393,11 @@ def run(
             bus.emit(Notice(kind="data", message=message))
         return _train(cfg, prep, run_dir, name, bus, stop, resume)
     except (ConfigError, DataError) as e:
-        bus.emit(ErrorEvent(kind="data" if isinstance(e, DataError) else "config",
-                            message=str(e), advice=""))
+        bus.emit(
+            ErrorEvent(
+                kind="data" if isinstance(e, DataError) else "config", message=str(e), advice=""
+            )
+        )
         bus.emit(RunEnded(status="failed"))
         raise
 
@@ -368,8 +419,15 @@ def _drop_incomplete(run_dir: Path) -> None:
             _remove_tree(c.path)
 
 
-def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
-           stop: StopController, resume: str | None) -> Outcome:
+def _train(
+    cfg: Config,
+    prep: Prepared,
+    run_dir: Path,
+    name: str,
+    bus: EventBus,
+    stop: StopController,
+    resume: str | None,
+) -> Outcome:
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
     from nbtrain.engine.model import (
@@ -413,7 +471,9 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
         with _tensorboard_dir(cfg, run_dir):
             args = TrainingArguments(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"TrainingArguments rejected the config: {str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
+        ) from None
     write_env(run_dir, cfg, dev, precision, args)
 
     event_cb = EventCallback(bus, task, stop)
@@ -421,8 +481,10 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
     if cfg.early_stopping_patience and args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     elif cfg.early_stopping_patience:
-        raise ConfigError("early_stopping_patience needs evaluation with load_best_model_at_end.",
-                          field="early_stopping_patience")
+        raise ConfigError(
+            "early_stopping_patience needs evaluation with load_best_model_at_end.",
+            field="early_stopping_patience",
+        )
     callbacks += list(cfg.callbacks or [])
 
     trainer_cls = cfg.trainer_class or Trainer
@@ -432,8 +494,9 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
             args=args,
             train_dataset=prep.train,
             eval_dataset=prep.eval,
-            data_collator=task.collator(prep.tokenizer,
-                                        pad_to_multiple_of=8 if precision != "fp32" else None),
+            data_collator=task.collator(
+                prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
+            ),
             processing_class=prep.tokenizer,
             compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
             callbacks=callbacks,
@@ -445,12 +508,21 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
     trainer.remove_callback(ProgressCallback)
     total, trainable = count_parameters(model)
     start_kwargs = dict(
-        run=name, run_dir=str(run_dir), task=task.name, model=str(describe_model(cfg)),
-        device=dev.label, precision=precision, num_epochs=cfg.num_train_epochs,
-        train_samples=n_train, eval_samples=len(prep.eval) if prep.eval is not None else 0,
+        run=name,
+        run_dir=str(run_dir),
+        task=task.name,
+        model=str(describe_model(cfg)),
+        device=dev.label,
+        precision=precision,
+        num_epochs=cfg.num_train_epochs,
+        train_samples=n_train,
+        eval_samples=len(prep.eval) if prep.eval is not None else 0,
         batch_size=cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
-        params_total=total, params_trainable=trainable, resumed_from=resume,
-        labels=prep.labels, config=config_to_dict(cfg),
+        params_total=total,
+        params_trainable=trainable,
+        resumed_from=resume,
+        labels=prep.labels,
+        config=config_to_dict(cfg),
     )
     event_cb.on_train_begin = _emit_start(event_cb, bus, start_kwargs)  # type: ignore[method-assign]
 
@@ -463,12 +535,22 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
         interrupted = True
         train_out = None
     except Exception as e:
-        bus.emit(ErrorEvent(step=trainer.state.global_step, kind="error",
-                            message=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                            advice="See the traceback; the newest complete checkpoint is kept."))
-        bus.emit(RunEnded(step=trainer.state.global_step, status="failed",
-                          duration_s=time.time() - t0,
-                          resume_checkpoint=_newest(run_dir)))
+        bus.emit(
+            ErrorEvent(
+                step=trainer.state.global_step,
+                kind="error",
+                message=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                advice="See the traceback; the newest complete checkpoint is kept.",
+            )
+        )
+        bus.emit(
+            RunEnded(
+                step=trainer.state.global_step,
+                status="failed",
+                duration_s=time.time() - t0,
+                resume_checkpoint=_newest(run_dir),
+            )
+        )
         _free(trainer, model)
         raise
     step = trainer.state.global_step
@@ -480,29 +562,45 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
             _save_now(trainer, ckpt)
             event_cb.on_save(trainer.args, trainer.state, trainer.control)
         resume_ckpt = _newest(run_dir)
-        bus.emit(RunEnded(step=step, status=status, duration_s=time.time() - t0,
-                          resume_checkpoint=resume_ckpt))
+        bus.emit(
+            RunEnded(
+                step=step, status=status, duration_s=time.time() - t0, resume_checkpoint=resume_ckpt
+            )
+        )
         _free(trainer, model)
-        return Outcome(name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt,
-                       task=task)
+        return Outcome(
+            name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt, task=task
+        )
 
     if event_cb.nan_step is not None:
         err = ErrorEvent(
-            step=event_cb.nan_step, kind="nan",
+            step=event_cb.nan_step,
+            kind="nan",
             message=f"The training loss became NaN/inf at step {event_cb.nan_step}.",
             advice="Lower learning_rate (e.g. by 10x), use precision: bf16 or fp32 instead of "
-                   "fp16, or keep max_grad_norm at 1.0. The last good checkpoint is kept.",
+            "fp16, or keep max_grad_norm at 1.0. The last good checkpoint is kept.",
         )
         bus.emit(err)
-        bus.emit(RunEnded(step=step, status="failed", duration_s=time.time() - t0,
-                          resume_checkpoint=_newest(run_dir)))
+        bus.emit(
+            RunEnded(
+                step=step,
+                status="failed",
+                duration_s=time.time() - t0,
+                resume_checkpoint=_newest(run_dir),
+            )
+        )
         _free(trainer, model)
         return Outcome(name=name, run_dir=run_dir, status="failed", error=err, task=task)
 
     metrics: dict[str, float] = {}
     if train_out is not None:
-        metrics.update({f"train_{k}" if not k.startswith("train_") else k: float(v)
-                        for k, v in train_out.metrics.items() if isinstance(v, (int, float))})
+        metrics.update(
+            {
+                f"train_{k}" if not k.startswith("train_") else k: float(v)
+                for k, v in train_out.metrics.items()
+                if isinstance(v, (int, float))
+            }
+        )
     if prep.eval is not None:
         eval_metrics = _final_eval(trainer, event_cb, run_dir)
         metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
@@ -518,17 +616,29 @@ def _train(cfg: Config, prep: Prepared, run_dir: Path, name: str, bus: EventBus,
     os.replace(tmp_final, final_dir)
 
     best = trainer.state.best_model_checkpoint
-    bus.emit(RunEnded(
-        step=step, status="finished", metrics=metrics,
-        best_checkpoint=str(best) if best else None, final_dir=str(final_dir),
-        duration_s=time.time() - t0,
-        train_samples_per_second=metrics.get("train_samples_per_second"),
-    ))
+    bus.emit(
+        RunEnded(
+            step=step,
+            status="finished",
+            metrics=metrics,
+            best_checkpoint=str(best) if best else None,
+            final_dir=str(final_dir),
+            duration_s=time.time() - t0,
+            train_samples_per_second=metrics.get("train_samples_per_second"),
+        )
+    )
     model = trainer.model
     del trainer
     gc.collect()
-    return Outcome(name=name, run_dir=run_dir, status="finished", metrics=metrics, model=model,
-                   tokenizer=prep.tokenizer, task=task)
+    return Outcome(
+        name=name,
+        run_dir=run_dir,
+        status="finished",
+        metrics=metrics,
+        model=model,
+        tokenizer=prep.tokenizer,
+        task=task,
+    )
 
 
 def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any:
@@ -542,8 +652,10 @@ def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any
 def _head_notice(task: Any, prep: Prepared) -> str:
     labels = prep.labels
     if labels:
-        return (f"A new classification head with {len(labels)} labels ({', '.join(labels[:6])}"
-                f"{', ...' if len(labels) > 6 else ''}) was initialised: this is expected.")
+        return (
+            f"A new classification head with {len(labels)} labels ({', '.join(labels[:6])}"
+            f"{', ...' if len(labels) > 6 else ''}) was initialised: this is expected."
+        )
     return "Model loaded."
 
 
@@ -584,8 +696,11 @@ def _final_eval(trainer: Any, cb: EventCallback, run_dir: Path) -> dict[str, flo
         if ev.type == "eval" and ev.step == final_step:
             return dict(ev.metrics)
     metrics = trainer.evaluate()
-    return {(k[5:] if k.startswith("eval_") else k): float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and k != "epoch"}
+    return {
+        (k[5:] if k.startswith("eval_") else k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and k != "epoch"
+    }
 
 
 def _save_now(trainer: Any, ckpt: Path) -> None:
@@ -622,8 +737,9 @@ def _free(trainer: Any, model: Any) -> None:
 @contextlib.contextmanager
 def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
     """transformers 5 reads the TensorBoard folder from an environment variable."""
-    wants_tb = "tensorboard" in (cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to]) or (
-        cfg.report_to == "all")
+    wants_tb = "tensorboard" in (
+        cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to]
+    ) or (cfg.report_to == "all")
     if not wants_tb:
         yield
         return

@@ -89,6 +89,13 @@ class Task:
     def compute_loss_func(self) -> Any:
         return None
 
-    def predict(self, model: Any, tokenizer: Any, inputs: Any, *, batch_size: int = 32,
-                max_length: int | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        model: Any,
+        tokenizer: Any,
+        inputs: Any,
+        *,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError(f"predict is not available for task {self.name!r}")

@@ -35,8 +35,10 @@ class Classification(Task):
     @classmethod
     def detect(cls, columns: list[str], cfg: Any, architectures: list[str]) -> float:
         label = cfg.data.label
-        has_label = isinstance(label, int) or label in columns or str(label).lower() in (
-            c.lower() for c in columns
+        has_label = (
+            isinstance(label, int)
+            or label in columns
+            or str(label).lower() in (c.lower() for c in columns)
         )
         if not has_label:
             return 0.0
@@ -66,10 +68,17 @@ class Classification(Task):
             notices.append(
                 f"No eval data given: held out {len(eval_ds)} of {len(train) + len(eval_ds)} "
                 f"training rows ({data.eval_split:.0%}, seed {self.cfg.seed}"
-                + (", stratified" if problem == _SINGLE else "") + ")."
+                + (", stratified" if problem == _SINGLE else "")
+                + ")."
             )
-        self.prepared = Prepared(train=train, eval=eval_ds, labels=labels, problem_type=problem,
-                                 notices=notices, eval_from_split=from_split)
+        self.prepared = Prepared(
+            train=train,
+            eval=eval_ds,
+            labels=labels,
+            problem_type=problem,
+            notices=notices,
+            eval_from_split=from_split,
+        )
         if self.cfg.class_weights is not None:
             n = len(labels or [])
             if problem != _SINGLE or len(self.cfg.class_weights) != n:
@@ -141,8 +150,10 @@ class Classification(Task):
             ids = {i: i for i in range(len(names))}
         else:
             uniques = sorted({_hashable(v) for v in values}, key=_natural_key)
-            if all(isinstance(v, (int, np.integer, bool)) or (isinstance(v, float) and v.is_integer())
-                   for v in uniques):
+            if all(
+                isinstance(v, (int, np.integer, bool)) or (isinstance(v, float) and v.is_integer())
+                for v in uniques
+            ):
                 ints = sorted(int(v) for v in uniques)
                 if names_cfg:
                     if ints and (ints[0] < 0 or ints[-1] >= len(names_cfg)):
@@ -217,7 +228,9 @@ class Classification(Task):
 
             def vec(row: Any) -> list[float]:
                 if len(row) != n:
-                    raise DataError(f"Multi-label rows must all have {n} values; one has {len(row)}.")
+                    raise DataError(
+                        f"Multi-label rows must all have {n} values; one has {len(row)}."
+                    )
                 return [float(x) for x in row]
         else:
             names = sorted({str(x) for row in train["label"] for x in row}, key=_natural_key)
@@ -227,7 +240,9 @@ class Classification(Task):
                 out = [0.0] * len(names)
                 for x in row:
                     if str(x) not in index:
-                        raise DataError(f"Label {x!r} in the eval data is not in the training data.")
+                        raise DataError(
+                            f"Label {x!r} in the eval data is not in the training data."
+                        )
                     out[index[str(x)]] = 1.0
                 return out
 
@@ -244,7 +259,9 @@ class Classification(Task):
         try:
             return ds.cast_column("label", datasets.Value("float32"))
         except (ValueError, TypeError):
-            raise DataError(f"Regression labels must be numbers; the {role} data has others.") from None
+            raise DataError(
+                f"Regression labels must be numbers; the {role} data has others."
+            ) from None
 
     def _split(self, train: Any, problem: str) -> tuple[Any, Any]:
         frac = self.cfg.data.eval_split
@@ -258,10 +275,15 @@ class Classification(Task):
         if problem == _SINGLE:
             counts = Counter(train["label"])
             n_classes = len(counts)
-            if min(counts.values()) >= 2 and n_eval >= n_classes and len(train) - n_eval >= n_classes:
+            if (
+                min(counts.values()) >= 2
+                and n_eval >= n_classes
+                and len(train) - n_eval >= n_classes
+            ):
                 stratify = "label"
-        parts = train.train_test_split(test_size=n_eval, seed=self.cfg.seed,
-                                       stratify_by_column=stratify)
+        parts = train.train_test_split(
+            test_size=n_eval, seed=self.cfg.seed, stratify_by_column=stratify
+        )
         return parts["train"], parts["test"]
 
     # -- model ---------------------------------------------------------------------------------
@@ -308,8 +330,9 @@ class Classification(Task):
             out["length"] = [len(ids) for ids in enc["input_ids"]]
             return out
 
-        return ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names,
-                      desc="Tokenizing")
+        return ds.map(
+            encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
+        )
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorWithPadding
@@ -348,9 +371,16 @@ class Classification(Task):
             preds = np.asarray(preds).reshape(-1)
             labels = np.asarray(labels).reshape(-1)
             err = preds - labels
-            pearson = float(np.corrcoef(preds, labels)[0, 1]) if preds.std() > 0 and labels.std() > 0 else 0.0
-            return {"mse": float((err**2).mean()), "mae": float(np.abs(err).mean()),
-                    "pearson": pearson}
+            pearson = (
+                float(np.corrcoef(preds, labels)[0, 1])
+                if preds.std() > 0 and labels.std() > 0
+                else 0.0
+            )
+            return {
+                "mse": float((err**2).mean()),
+                "mae": float(np.abs(err).mean()),
+                "pearson": pearson,
+            }
 
         return {_SINGLE: single, _MULTI: multi, _REGRESSION: regression}[problem or _SINGLE]
 
@@ -383,8 +413,15 @@ class Classification(Task):
         return weighted_ce
 
     # -- inference -----------------------------------------------------------------------------
-    def predict(self, model: Any, tokenizer: Any, inputs: Any, *, batch_size: int = 32,
-                max_length: int | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        model: Any,
+        tokenizer: Any,
+        inputs: Any,
+        *,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> list[dict[str, Any]]:
         import torch
 
         texts, pairs = _as_texts(inputs)
@@ -428,8 +465,9 @@ class DropLength:
         return self.inner([{k: v for k, v in f.items() if k != "length"} for f in features])
 
 
-def classification_scores(labels: np.ndarray, preds: np.ndarray,
-                          names: list[str] | None) -> tuple[dict[str, float], dict[str, Any]]:
+def classification_scores(
+    labels: np.ndarray, preds: np.ndarray, names: list[str] | None
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Accuracy and macro-F1 with a confusion matrix and per-class scores (numpy only)."""
     k = int(max(labels.max(initial=0), preds.max(initial=0)) + 1)
     if names:
@@ -450,8 +488,12 @@ def classification_scores(labels: np.ndarray, preds: np.ndarray,
         "labels": names[:k],
         "confusion_matrix": cm.tolist(),
         "per_class": {
-            names[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
-                       "f1": float(f1[i]), "support": int(cm[i].sum())}
+            names[i]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(cm[i].sum()),
+            }
             for i in range(k)
         },
     }
@@ -492,7 +534,9 @@ def _as_texts(inputs: Any) -> tuple[list[str], list[str] | None]:
     if items and isinstance(items[0], (tuple, list)) and len(items[0]) == 2:
         return [str(a) for a, _ in items], [str(b) for _, b in items]
     if not all(isinstance(t, str) for t in items):
-        raise TypeError("predict takes a string, a list of strings, or a list of (text, pair) tuples")
+        raise TypeError(
+            "predict takes a string, a list of strings, or a list of (text, pair) tuples"
+        )
     return items, None
 
 
@@ -514,5 +558,9 @@ def _decode(row: Any, id2label: dict[int, str], problem: str | None, text: str) 
     probs = torch.softmax(row, -1)
     best = int(probs.argmax())
     named = {id2label.get(i, str(i)): float(p) for i, p in enumerate(probs)}
-    return {"text": text, "label": id2label.get(best, str(best)), "score": float(probs[best]),
-            "probs": named}
+    return {
+        "text": text,
+        "label": id2label.get(best, str(best)),
+        "score": float(probs[best]),
+        "probs": named,
+    }
