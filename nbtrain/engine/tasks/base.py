@@ -89,6 +89,10 @@ class Task:
     def compute_loss_func(self) -> Any:
         return None
 
+    def callbacks(self) -> list[Any]:
+        """TrainerCallbacks run before nbtrain's event bridge (e.g. generation at eval)."""
+        return []
+
     def predict(
         self,
         model: Any,
@@ -99,3 +103,11 @@ class Task:
         max_length: int | None = None,
     ) -> list[dict[str, Any]]:
         raise NotImplementedError(f"predict is not available for task {self.name!r}")
+
+    def generate(
+        self, model: Any, tokenizer: Any, prompts: Any, *, max_new_tokens: int = 32, **kw: Any
+    ) -> list[str]:
+        """Generated text for each prompt (causal-lm, seq2seq)."""
+        raise NotImplementedError(
+            f"generate is not available for task {self.name!r}; use predict."
+        )
