@@ -477,7 +477,8 @@ def _train(
     write_env(run_dir, cfg, dev, precision, args)
 
     event_cb = EventCallback(bus, task, stop)
-    callbacks: list[Any] = [event_cb]
+    # Task callbacks first: they add metrics (perplexity, generation) the event bridge records.
+    callbacks: list[Any] = [*task.callbacks(), event_cb]
     if cfg.early_stopping_patience and args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     elif cfg.early_stopping_patience:
