@@ -173,6 +173,39 @@ class DataConfig:
         kind="int",
         minimum=1,
     )
+    train_on: str = opt(
+        "response",
+        "causal-lm instruction/chat data: compute the loss on the response (assistant) tokens "
+        "only, or on all tokens.",
+        group="Data",
+        kind="choice",
+        choices=("response", "all"),
+        nullable=False,
+    )
+    packing: bool | None = opt(
+        None,
+        "Concatenate texts and cut them into blocks of max_length (default: yes for causal-lm "
+        "plain text, no for masked-lm).",
+        group="Data",
+        kind="bool",
+    )
+    mlm_probability: float = opt(
+        0.15,
+        "masked-lm: share of tokens masked in each batch.",
+        group="Data",
+        kind="float",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+        nullable=False,
+    )
+    chat_template: str | None = opt(
+        None,
+        "causal-lm chat data (a messages column): a Jinja chat template to use when the "
+        "tokenizer has none, or to replace its own.",
+        group="Data",
+        kind="str",
+    )
 
 
 @dataclass
@@ -496,6 +529,24 @@ class Config:
         kind="int",
         minimum=1,
         aliases=("eval_batch_size",),
+    )
+    generation_max_new_tokens: int = opt(
+        32,
+        "causal-lm / seq2seq: tokens generated per example at evaluation and by run.generate.",
+        group="Evaluation & saving",
+        kind="int",
+        minimum=1,
+        aliases=("generate_max_new_tokens", "max_new_tokens"),
+        nullable=False,
+    )
+    eval_samples: int = opt(
+        3,
+        "causal-lm / seq2seq: generated samples from eval prompts recorded at each evaluation "
+        "(0 for none).",
+        group="Evaluation & saving",
+        kind="int",
+        minimum=0,
+        nullable=False,
     )
 
     # -- Precision & memory ------------------------------------------------------------------
