@@ -79,7 +79,11 @@ def parse_yaml(text: str, *, origin: str = "config") -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
+        start = getattr(e, "context_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if start is not None and mark is not None and start.line != mark.line:
+            # An unclosed bracket or quote: point at where it opened, not at the end of input.
+            where = f", line {start.line + 1} (opened there, still open at line {mark.line + 1})"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(
             f"{origin}{where}: this is not valid YAML ({problem}). Write one 'key: value' per "
@@ -401,7 +405,9 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
     if kind in ("source", "model"):
         if isinstance(value, os.PathLike):
             return str(value)
-        if isinstance(value, (int, float, bool, list, dict)):
+        scalars = (int, float, bool) if kind == "source" else (int, float, bool, list, dict)
+        if isinstance(value, scalars) and type(value) in (int, float, bool, list, dict):
+            # Data may be a dict of columns or a list of rows; a model never is.
             raise _bad(f, value, "a name, a path or a {notebook_object}", prefix)
         return value
     return value

@@ -32,8 +32,11 @@ def describe(value: Any) -> str:
         return "{" + value.name + "}"
     cls = type(value)
     shape = getattr(value, "shape", None)
-    if shape is not None and len(shape) == 2:
+    if isinstance(shape, tuple) and len(shape) == 2:
         return f"<{cls.__name__} {shape[0]}x{shape[1]}>"
+    if isinstance(shape, dict):  # DatasetDict: {split: (rows, cols)}
+        splits = ", ".join(f"{k} {v[0]}" for k, v in shape.items())
+        return f"<{cls.__name__} {splits}>"
     n = getattr(value, "num_rows", None)
     if isinstance(n, int):
         return f"<{cls.__name__} {n} rows>"

@@ -581,6 +581,16 @@ class Config:
         kind="bool",
         nullable=False,
     )
+    quantization: str = opt(
+        "none",
+        "Load the frozen base model in 4bit or 8bit (QLoRA: needs lora, bitsandbytes and a "
+        "CUDA GPU).",
+        group="Precision & memory",
+        kind="choice",
+        choices=("none", "4bit", "8bit"),
+        aliases=("load_in",),
+        nullable=False,
+    )
 
     # -- Logging -----------------------------------------------------------------------------
     logging_steps: float | None = opt(
@@ -592,12 +602,13 @@ class Config:
         exclusive_minimum=True,
     )
     report_to: Any = opt(
-        "none",
+        None,
         "Also log to: none, tensorboard, wandb, mlflow (a name or a list).",
         group="Logging",
         kind="str_list",
         choices=REPORTERS,
         nullable=False,
+        default_factory=lambda: ["none"],
     )
     logging_dir: str | None = opt(
         None,

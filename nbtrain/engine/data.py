@@ -155,7 +155,9 @@ def _load_file(
             kwargs["header"] = None
     try:
         ds = datasets.load_dataset(fmt, data_files={"data": str(path)}, split="data", **kwargs)
-    except Exception as e:  # datasets raises many types; turn them into one clear message
+    except Exception as e:
+        if "corresponds to no data" in str(e):
+            raise DataError(f"The file {str(path)!r} has no rows.") from None  # datasets raises many types; turn them into one clear message
         raise DataError(f"Could not read {str(path)!r} as {fmt}: {_first_line(e)}") from None
     return ds
 
