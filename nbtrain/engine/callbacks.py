@@ -13,6 +13,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from nbtrain.checkpoints import dir_size, write_marker
+from nbtrain.engine.resume import RngSnapshot
 from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, StepEnd
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
@@ -74,11 +75,13 @@ class EventCallback(TrainerCallback):
         self.nan_step: int | None = None
         self.train_start = time.time()
         self.train_samples_per_second: float | None = None
+        self.rng = RngSnapshot()  # restored before an interrupt's checkpoint is written
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.train_start = time.time()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.rng.take(state.global_step)
         self.bus.emit(
             StepEnd(
                 step=state.global_step, epoch=float(state.epoch or 0), total_steps=state.max_steps

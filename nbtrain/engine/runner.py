@@ -430,6 +430,7 @@ def _train(
 ) -> Outcome:
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
+    from nbtrain.engine import resume as _resume
     from nbtrain.engine.model import (
         count_parameters,
         device_info,
@@ -440,14 +441,24 @@ def _train(
     task = prep.task
     dev = device_info()
     precision = resolve_precision(cfg.precision, dev)
+    from nbtrain.engine.model import configure_hardware
+
+    configure_hardware(cfg, dev)  # 8-bit optimizers / 4-bit loading need bitsandbytes + CUDA
 
     bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
     if isinstance(prep.model_source, str):
         model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
         bus.emit(Notice(kind="model", message=_head_notice(task, prep)))
     else:
         model = prep.model_source
     bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
+    if cfg.lora is not None:
+        from nbtrain.engine.lora import apply_lora
+
+        model = apply_lora(model, cfg, task)  # before counting: params_trainable = adapters
 
     n_train = len(prep.train)
     steps = total_steps(n_train, cfg)
@@ -507,6 +518,7 @@ def _train(
 
     trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
     trainer.remove_callback(ProgressCallback)
+    _resume.install_seeded_sampler(trainer, cfg.seed)  # exact resume: epoch order from (seed, epoch)
     total, trainable = count_parameters(model)
     start_kwargs = dict(
         run=name,
@@ -560,6 +572,7 @@ def _train(
         status = "stopped" if stop.reason == "stopped" else "interrupted"
         ckpt = run_dir / f"checkpoint-{step}"
         if step > 0 and not is_complete(ckpt):
+            event_cb.rng.restore(step)  # the RNG as the finished step left it, not mid-forward
             _save_now(trainer, ckpt)
             event_cb.on_save(trainer.args, trainer.state, trainer.control)
         resume_ckpt = _newest(run_dir)
@@ -611,6 +624,10 @@ def _train(
     shutil.rmtree(tmp_final, ignore_errors=True)
     with _quiet_hf_progress():
         trainer.save_model(str(tmp_final))
+        if cfg.lora is not None:
+            from nbtrain.engine.lora import save_base_config
+
+            save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
     if prep.tokenizer is not None:
         prep.tokenizer.save_pretrained(str(tmp_final))
     shutil.rmtree(final_dir, ignore_errors=True)
