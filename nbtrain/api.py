@@ -220,6 +220,27 @@ class RunResult:
             task = get_task(_start_task(self), Config(model="x"))
         return task.predict(self.model, self.tokenizer, inputs, batch_size=batch_size)
 
+    def generate(
+        self, prompts: Any, *, max_new_tokens: int | None = None, batch_size: int = 16
+    ) -> list[str]:
+        """Generated text per prompt: the continuation (causal-lm) or the output (seq2seq).
+
+        A causal-lm prompt may also be a list of chat messages (``{"role", "content"}``).
+        """
+        if self.model is None:
+            raise RuntimeError(
+                f"Run {self.name!r} has no final model (status: {self.status}); resume it first."
+            )
+        task = self._task
+        if task is None:
+            from nbtrain.engine.tasks import get_task
+
+            task = get_task(_start_task(self), self.config)
+        n = max_new_tokens or getattr(self.config, "generation_max_new_tokens", 32)
+        return task.generate(
+            self.model, self.tokenizer, prompts, max_new_tokens=n, batch_size=batch_size
+        )
+
     # -- display -----------------------------------------------------------------------------
     def __repr__(self) -> str:
         metrics = ", ".join(
