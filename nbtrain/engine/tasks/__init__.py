@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbtrain.engine.tasks import classification  # noqa: F401  (registers itself)
+from nbtrain.engine.tasks import causal_lm  # noqa: F401
 from nbtrain.engine.tasks.base import Prepared, Task, register, registry
 from nbtrain.errors import ConfigError, did_you_mean
 
