@@ -224,10 +224,8 @@ class CausalLM(Task):
                 r = r[:keep_r]
                 p = p[len(p) - (max_length - keep_r) :] if max_length > keep_r else []
             ids = list(p) + r
-            if self.cfg.data.train_on == "response":
-                labels = [-100] * len(p) + r
-            else:
-                labels = list(ids)
+            response_only = self.cfg.data.train_on == "response"
+            labels = [-100] * len(p) + r if response_only else list(ids)
             out["input_ids"].append(ids)
             out["attention_mask"].append([1] * len(ids))
             out["labels"].append(labels)
