@@ -157,3 +157,19 @@ def test_cli_run_and_runs(fast_cfg, tmp_path):
     bad = subprocess.run([*env_cmd, "run", str(path), "--set", "lr=-1"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "learning_rate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_distributed_ranks_share_one_folder(fast_cfg, monkeypatch):
+    """Under accelerate launch every rank derives the same run folder; only rank 0 writes."""
+    from nbtrain.config import load_config
+    from nbtrain.engine.runner import default_name, open_run
+
+    cfg = load_config({**fast_cfg, "name": None})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert default_name(cfg) == default_name(cfg)
+    run_dir, _, existing = open_run(cfg, restart=False)
+    assert not existing and not run_dir.exists()  # rank 1 writes nothing
+    monkeypatch.setenv("RANK", "0")
+    run_dir0, _, _ = open_run(cfg, restart=False)
+    assert run_dir0 == run_dir and (run_dir / "config.yaml").exists()

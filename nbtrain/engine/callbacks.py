@@ -76,6 +76,7 @@ class EventCallback(TrainerCallback):
         self.train_start = time.time()
         self.train_samples_per_second: float | None = None
         self.rng = RngSnapshot()  # restored before an interrupt's checkpoint is written
+        self.guards: Any = None  # safety.Guards, set once the Trainer exists
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.train_start = time.time()
@@ -87,7 +88,9 @@ class EventCallback(TrainerCallback):
                 step=state.global_step, epoch=float(state.epoch or 0), total_steps=state.max_steps
             )
         )
-        if self.stop.requested:
+        if self.guards is not None:
+            self.guards.on_step_end(control)
+        if self.stop.requested and (self.guards is None or self.guards.nan_step is None):
             control.should_save = True
             control.should_training_stop = True
 
@@ -112,6 +115,8 @@ class EventCallback(TrainerCallback):
         if loss is not None and not math.isfinite(loss) and self.nan_step is None:
             self.nan_step = state.global_step
             control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
         self.bus.emit(Logged(step=state.global_step, epoch=float(state.epoch or 0), values=values))
 
     def on_evaluate(
@@ -135,7 +140,7 @@ class EventCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
+        if ckpt.is_dir() and state.is_world_process_zero:
             write_marker(ckpt)
             self.bus.emit(
                 CheckpointSaved(

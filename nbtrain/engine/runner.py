@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import math
 import os
@@ -19,11 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbtrain.checkpoints import MARKER, is_complete, newest_complete, run_status, write_marker
+from nbtrain.checkpoints import (
+    MARKER,
+    is_complete,
+    newest_complete,
+    prune_after_nan,
+    run_status,
+    write_marker,
+)
 from nbtrain.config import Config, config_to_dict, diff_configs
 from nbtrain.config.refs import Ref, describe, fingerprint, unwrap
 from nbtrain.config.training_args import translate
 from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
     ErrorEvent,
@@ -76,7 +85,20 @@ class Outcome:
 def default_name(cfg: Config) -> str:
     model = cfg.model if isinstance(cfg.model, str) else describe(cfg.model).strip("{}<>")
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).name).strip("-") or "run"
+    if world_size() > 1:
+        # Every process of `accelerate launch` must agree on the folder: name it by content.
+        digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
+        return f"{base}-{digest[:10]}"
     return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun/accelerate (or a plain single process) owns the run folder."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def identity(cfg: Config) -> dict[str, Any]:
@@ -263,6 +285,9 @@ def open_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
     name = cfg.name or default_name(cfg)
     run_dir = Path(cfg.runs_dir).expanduser() / name
     ident = identity(cfg)
+    if not is_main_process():
+        # Other ranks only read: rank 0 checks, creates or cleans the folder.
+        return run_dir, name, (run_dir / "identity.json").exists()
     if run_dir.exists():
         ident_file = run_dir / "identity.json"
         if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
@@ -363,9 +388,14 @@ def run(
     stop: StopController | None = None,
 ) -> Outcome:
     """Train (or resume, or reuse) the run ``cfg`` describes."""
-    run_dir, name, existing = open_run(cfg, restart=restart)
-    log = EventLog(run_dir / "events.jsonl")
-    bus = EventBus([log, *subscribers])
+    try:
+        run_dir, name, existing = open_run(cfg, restart=restart)
+    except OSError as e:
+        raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
+    if not is_main_process():
+        subscribers = ()  # one progress view and one event log per run, from rank 0
+    log = EventLog(run_dir / "events.jsonl") if is_main_process() else None
+    bus = EventBus([fn for fn in (log, *subscribers) if fn is not None])
     stop = stop or StopController()
 
     resume: str | None = None
@@ -385,7 +415,8 @@ def run(
             )
         ckpt = newest_complete(run_dir)
         resume = str(ckpt.path) if ckpt else None
-        _drop_incomplete(run_dir)
+        if is_main_process():
+            _drop_incomplete(run_dir)
 
     try:
         prep = prepare(cfg, bus)
@@ -400,6 +431,20 @@ def run(
         )
         bus.emit(RunEnded(status="failed"))
         raise
+
+
+def _unwritable_message(cfg: Config, e: OSError) -> str:
+    import errno
+
+    folder = Path(cfg.runs_dir).expanduser()
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+    else:
+        reason = e.strerror or type(e).__name__
+    return (
+        f"Cannot create the run folder under runs_dir {str(folder)!r} ({reason}). Set runs_dir "
+        "to a writable folder with free space (on Colab, e.g. /content/runs or a mounted Drive)."
+    )
 
 
 def _end_metrics(run_dir: Path) -> dict[str, float]:
@@ -485,7 +530,8 @@ def _train(
         raise ConfigError(
             f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
         ) from None
-    write_env(run_dir, cfg, dev, precision, args)
+    if is_main_process():
+        write_env(run_dir, cfg, dev, precision, args)
 
     event_cb = EventCallback(bus, task, stop)
     # Task callbacks first: they add metrics (perplexity, generation) the event bridge records.
@@ -539,14 +585,18 @@ def _train(
     )
     event_cb.on_train_begin = _emit_start(event_cb, bus, start_kwargs)  # type: ignore[method-assign]
 
+    guards = Guards(trainer, bus)  # NaN per micro-step, OOM in evaluation
+    event_cb.guards = guards
+
     t0 = time.time()
     interrupted = False
+    failure: ErrorEvent | None = None
+    train_out = None
     try:
         with stop.signals(), _quiet_hf_progress():
-            train_out = trainer.train(resume_from_checkpoint=resume)
+            train_out, failure = _train_surviving(trainer, guards, event_cb, run_dir, resume)
     except KeyboardInterrupt:
         interrupted = True
-        train_out = None
     except Exception as e:
         bus.emit(
             ErrorEvent(
@@ -567,34 +617,42 @@ def _train(
         _free(trainer, model)
         raise
     step = trainer.state.global_step
+    nan_steps = [s for s in (guards.nan_step, event_cb.nan_step) if s is not None]
 
-    if interrupted or stop.requested:
+    if failure is None and not nan_steps and (interrupted or stop.requested):
         status = "stopped" if stop.reason == "stopped" else "interrupted"
         ckpt = run_dir / f"checkpoint-{step}"
-        if step > 0 and not is_complete(ckpt):
-            event_cb.rng.restore(step)  # the RNG as the finished step left it, not mid-forward
-            _save_now(trainer, ckpt)
-            event_cb.on_save(trainer.args, trainer.state, trainer.control)
-        resume_ckpt = _newest(run_dir)
-        bus.emit(
-            RunEnded(
-                step=step, status=status, duration_s=time.time() - t0, resume_checkpoint=resume_ckpt
+        try:
+            if step > 0 and not is_complete(ckpt):
+                event_cb.rng.restore(step)  # the RNG as the finished step left it, not mid-forward
+                _save_now(trainer, ckpt)
+                event_cb.on_save(trainer.args, trainer.state, trainer.control)
+        except OSError as e:
+            if not is_disk_error(e):
+                raise
+            failure = disk_error(e, ckpt, step, _newest(run_dir))
+        if failure is None:
+            resume_ckpt = _newest(run_dir)
+            bus.emit(
+                RunEnded(
+                    step=step,
+                    status=status,
+                    duration_s=time.time() - t0,
+                    resume_checkpoint=resume_ckpt,
+                )
             )
-        )
-        _free(trainer, model)
-        return Outcome(
-            name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt, task=task
-        )
+            _free(trainer, model)
+            return Outcome(
+                name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt, task=task
+            )
 
-    if event_cb.nan_step is not None:
-        err = ErrorEvent(
-            step=event_cb.nan_step,
-            kind="nan",
-            message=f"The training loss became NaN/inf at step {event_cb.nan_step}.",
-            advice="Lower learning_rate (e.g. by 10x), use precision: bf16 or fp32 instead of "
-            "fp16, or keep max_grad_norm at 1.0. The last good checkpoint is kept.",
-        )
-        bus.emit(err)
+    if failure is None and nan_steps:
+        # The last good checkpoint: saved before the NaN step, with finite weights.
+        kept = prune_after_nan(run_dir, min(nan_steps))
+        failure = nan_error(min(nan_steps), str(kept.path) if kept else None)
+
+    if failure is not None:
+        bus.emit(failure)
         bus.emit(
             RunEnded(
                 step=step,
@@ -604,7 +662,7 @@ def _train(
             )
         )
         _free(trainer, model)
-        return Outcome(name=name, run_dir=run_dir, status="failed", error=err, task=task)
+        return Outcome(name=name, run_dir=run_dir, status="failed", error=failure, task=task)
 
     metrics: dict[str, float] = {}
     if train_out is not None:
@@ -628,10 +686,11 @@ def _train(
             from nbtrain.engine.lora import save_base_config
 
             save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
-    if prep.tokenizer is not None:
-        prep.tokenizer.save_pretrained(str(tmp_final))
-    shutil.rmtree(final_dir, ignore_errors=True)
-    os.replace(tmp_final, final_dir)
+    if is_main_process():  # save_model above is collective (DeepSpeed/FSDP); the rest is rank 0's
+        if prep.tokenizer is not None:
+            prep.tokenizer.save_pretrained(str(tmp_final))
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp_final, final_dir)
 
     best = trainer.state.best_model_checkpoint
     bus.emit(
@@ -661,6 +720,9 @@ def _train(
 
 def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any:
     def on_train_begin(args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if getattr(cb, "started", False):
+            return  # train() again after an OOM: the same run goes on
+        cb.started = True
         cb.train_start = time.time()
         bus.emit(RunStarted(step=state.global_step, total_steps=state.max_steps, **kwargs))
 
@@ -719,6 +781,40 @@ def _final_eval(trainer: Any, cb: EventCallback, run_dir: Path) -> dict[str, flo
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and k != "epoch"
     }
+
+
+def _train_surviving(
+    trainer: Any, guards: Any, event_cb: EventCallback, run_dir: Path, resume: str | None
+) -> tuple[Any, ErrorEvent | None]:
+    """``trainer.train`` that survives CUDA OOM (smaller batch, more accumulation, continue
+    from a checkpoint of the last finished step) and turns a full or unwritable disk into an
+    error event, removing the half-written checkpoint."""
+    from nbtrain.checkpoints import _remove_tree
+    from nbtrain.engine.safety import free_memory, is_disk_error, is_oom, oom_error
+
+    while True:
+        try:
+            return trainer.train(resume_from_checkpoint=resume), None
+        except Exception as e:
+            step = trainer.state.global_step
+            if is_disk_error(e):
+                ckpt = run_dir / f"checkpoint-{step}"
+                if not (ckpt / MARKER).exists():
+                    _remove_tree(ckpt)
+                return None, disk_error(e, ckpt.parent, step, _newest(run_dir))
+            if not is_oom(e):
+                raise
+            free_memory(trainer)
+            batch = trainer.args.per_device_train_batch_size
+            if guards.eval_failed or guards.shrink_train_batch() is None:
+                return None, oom_error(step, 1 if guards.eval_failed else batch)
+            if step > 0:
+                ckpt = run_dir / f"checkpoint-{step}"
+                if not is_complete(ckpt):
+                    event_cb.rng.restore(step)
+                    _save_now(trainer, ckpt)
+                    event_cb.on_save(trainer.args, trainer.state, trainer.control)
+                resume = str(ckpt)
 
 
 def _save_now(trainer: Any, ckpt: Path) -> None:
