@@ -73,12 +73,18 @@ def write_marker(ckpt: str | os.PathLike) -> None:
 
 
 def is_complete(ckpt: str | os.PathLike, *, for_resume: bool = True) -> bool:
-    """A checkpoint is complete when every file it recorded is present with its size, or (for
-    checkpoints written without nbtrain) when the files the Trainer needs exist and parse."""
+    """A checkpoint is complete when every file its marker recorded is present with its size.
+
+    Inside an nbtrain run (a folder with ``config.yaml``) the marker is required: nbtrain writes
+    it last, so a checkpoint without one was cut off mid-save. Checkpoints written by a plain
+    ``Trainer`` are complete when the files it needs exist, parse, and are not truncated.
+    """
     d = Path(ckpt)
     if not d.is_dir():
         return False
     marker = d / MARKER
+    if not marker.exists() and (d.parent / "config.yaml").exists():
+        return False
     if marker.exists():
         try:
             files = json.loads(marker.read_text())["files"]
@@ -98,7 +104,52 @@ def is_complete(ckpt: str | os.PathLike, *, for_resume: bool = True) -> bool:
         return False
     if not any((d / w).is_file() and (d / w).stat().st_size > 0 for w in _WEIGHT_FILES):
         return False
+    if not all(_safetensors_intact(p) for p in d.glob("*.safetensors")):
+        return False
     return not for_resume or all((d / f).is_file() for f in _RESUME_FILES)
+
+
+def _safetensors_intact(path: Path) -> bool:
+    """The header parses and the file is as long as the tensors it lists (not truncated)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                return False
+            header = json.loads(fh.read(n))
+        end = max(
+            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
+        )
+        return path.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def has_finite_weights(ckpt: str | os.PathLike) -> bool:
+    """Every floating-point tensor in the checkpoint's safetensors files is finite."""
+    from safetensors import safe_open
+
+    files = sorted(Path(ckpt).glob("*.safetensors"))
+    if not files:
+        return False
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():  # noqa: SIM118  (safe_open is not iterable)
+                t = st.get_tensor(key)
+                if t.is_floating_point() and not bool(t.isfinite().all()):
+                    return False
+    return True
+
+
+def prune_after_nan(run_dir: str | os.PathLike, nan_step: int) -> Checkpoint | None:
+    """After a NaN/inf loss at ``nan_step``: remove checkpoints saved at or after it and any
+    newer one whose weights are not finite; return the last good checkpoint (kept)."""
+    for c in reversed(list_checkpoints(run_dir)):
+        if c.step >= nan_step or not c.complete or not has_finite_weights(c.path):
+            _remove_tree(c.path)
+        else:
+            return c
+    return None
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
