@@ -19,6 +19,8 @@ _LAZY = {
     "Config": "nbtrain.config",
     "load_config": "nbtrain.config",
     "config_help": "nbtrain.config",
+    "form": "nbtrain.ui",
+    "browse": "nbtrain.ui",
 }
 
 __all__ = [
@@ -29,8 +31,10 @@ __all__ = [
     "RunResult",
     "TrainingFailed",
     "__version__",
+    "browse",
     "config_help",
     "finetune",
+    "form",
     "load_config",
     "load_ipython_extension",
     "load_run",

@@ -1,0 +1,311 @@
+"""The hyperparameter form: ``nbtrain.form(config=None)`` and ``%finetune_form``.
+
+Built with ipywidgets from the schema (see :mod:`nbtrain.ui.spec`): one tab per section, the
+common fields up front, the rest under "Advanced". Train runs in a background thread with the
+live view inside the panel, so Stop is handled while training runs.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from nbtrain.ui import spec as S
+from nbtrain.ui.env import fallback_message, widgets_available
+
+_LABEL_WIDTH = "210px"
+_INPUT_WIDTH = "320px"
+
+
+def form(config: Any = None, *, runs_dir: str | None = None, widgets: bool | None = None) -> Any:
+    """Open the hyperparameter form, filled from ``config`` (a Config, dict, YAML or run name).
+
+    Args:
+        config: what to fill the form with; a run's name (or folder) fills it from that run.
+        runs_dir: where to look for a run given by name (default ``runs``).
+        widgets: force (True) or refuse (False) the widget form; None detects the frontend.
+
+    Returns:
+        A :class:`FinetuneForm` (shown when it is the cell's last value), or, where widgets
+        cannot be shown, a :class:`FormFallback` with the equivalent ``%%finetune`` cell.
+    """
+    cfg = resolve_config(config, runs_dir)
+    ok, reason = widgets_available() if widgets is None else (widgets, "widgets=False was given")
+    if not ok:
+        return FormFallback(cfg, reason)
+    return FinetuneForm(cfg)
+
+
+def resolve_config(config: Any, runs_dir: str | None = None) -> Any:
+    from nbtrain.config import Config, load_config
+
+    if config is None:
+        return Config()
+    if isinstance(config, str) and "\n" not in config and not config.endswith((".yaml", ".yml")):
+        run = Path(config)
+        if not (run / "config.yaml").is_file():
+            run = Path(runs_dir or "runs") / config
+        if (run / "config.yaml").is_file():
+            return load_config(run / "config.yaml")
+        if runs_dir is not None or "/" not in config:
+            from nbtrain.api import load_run
+
+            return load_run(config, runs_dir or "runs").config  # raises with a did-you-mean
+    if isinstance(config, Config):
+        return config
+    return load_config(config)
+
+
+def _user_namespace() -> dict[str, Any] | None:
+    import sys
+
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    return getattr(shell, "user_ns", None)
+
+
+class FinetuneForm:
+    """The widget form. ``.config`` is the valid config (or None), ``.errors`` the messages."""
+
+    def __init__(self, config: Any = None, *, namespace: dict[str, Any] | None = None) -> None:
+        import ipywidgets as W
+
+        from nbtrain.config import Config
+
+        self._W = W
+        self.namespace = namespace
+        self.specs = S.field_specs()
+        self.inputs: dict[str, Any] = {}
+        self.messages: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.config: Any = None
+        self.run: Any = None
+        self._quiet = False
+        self._training = False
+
+        rows_by_section = {}
+        for section, specs in S.sections(self.specs).items():
+            common = [self._row(s) for s in specs if s.common]
+            advanced = [self._row(s) for s in specs if not s.common]
+            children = list(common)
+            if advanced:
+                acc = W.Accordion(children=[W.VBox(advanced)], selected_index=None)
+                acc.set_title(0, f"Advanced ({len(advanced)})")
+                acc.add_class("nbt-advanced")
+                children.append(acc)
+            rows_by_section[section] = W.VBox(children)
+        self.section_names = list(rows_by_section)
+        self.tabs = W.Tab(children=list(rows_by_section.values()))
+        self.tabs.titles = tuple(self.section_names)
+
+        self.preset = W.Dropdown(
+            options=["(choose a preset)", *S.PRESETS],
+            value="(choose a preset)",
+            description="Preset",
+        )
+        self.preset.observe(self._on_preset, names="value")
+        self.train_button = W.Button(description="Train", button_style="success", icon="play")
+        self.stop_button = W.Button(
+            description="Stop", button_style="danger", icon="stop", disabled=True
+        )
+        self.copy_button = W.Button(description="Copy as cell", icon="copy")
+        self.train_button.on_click(lambda _: self.train())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.copy_button.on_click(lambda _: self.copy_as_cell())
+        self.status = W.HTML()
+        self.status.add_class("nbt-status")
+        self.output = W.Output(layout=W.Layout(border="1px solid #ddd", min_height="30px"))
+        self.output.add_class("nbt-output")
+        bar = W.HBox([self.preset, self.train_button, self.stop_button, self.copy_button])
+        title = W.HTML("<b>nbtrain</b> — fine-tuning settings")
+        self.panel = W.VBox([title, bar, self.tabs, self.status, self.output])
+        self.panel.add_class("nbt-form")
+        self.set_config(config if config is not None else Config())
+
+    # -- building ----------------------------------------------------------------------------
+    def _row(self, spec: S.FieldSpec) -> Any:
+        W = self._W
+        kind = spec.widget
+        common = dict(layout=W.Layout(width=_INPUT_WIDTH))
+        if kind == "checkbox":
+            w = W.Checkbox(value=False, indent=False, **common)
+        elif kind == "tristate":
+            w = W.Dropdown(options=[("auto", None), ("yes", True), ("no", False)], **common)
+        elif kind == "dropdown":
+            opts = [(c, c) for c in spec.choices or ()]
+            if spec.nullable:
+                opts.insert(0, ("auto", None))
+            w = W.Dropdown(options=opts, **common)
+        elif kind == "yaml":
+            w = W.Textarea(placeholder="adam_beta1: 0.9\ndataloader_num_workers: 2", **common)
+        else:
+            w = W.Text(placeholder=_placeholder(spec), continuous_update=True, **common)
+        w.tooltip = spec.help
+        w.add_class("nbt-input")
+        w.add_class("nbt-field-" + spec.key.replace(".", "-"))
+        w.observe(self._on_change, names="value")
+        label = W.HTML(
+            f"<span title='{html.escape(spec.help, quote=True)}'>{html.escape(spec.key)}</span>",
+            layout=W.Layout(width=_LABEL_WIDTH),
+        )
+        msg = W.HTML(layout=W.Layout(width="auto"))
+        msg.add_class("nbt-error")
+        msg.add_class("nbt-error-" + spec.key.replace(".", "-"))
+        self.inputs[spec.key] = w
+        self.messages[spec.key] = msg
+        return W.HBox([label, w, msg])
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.panel._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        state = "valid" if self.config is not None else f"{len(self.errors)} problem(s)"
+        return f"<nbtrain form: {state}>"
+
+    # -- values ------------------------------------------------------------------------------
+    @property
+    def values(self) -> dict[str, Any]:
+        return {k: w.value for k, w in self.inputs.items()}
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        self._quiet = True
+        try:
+            for key, value in values.items():
+                w = self.inputs[key]
+                if hasattr(w, "options") and value not in _option_values(w):
+                    w.options = [*w.options, (str(value), value)]  # e.g. an optimizer by name
+                w.value = value
+        finally:
+            self._quiet = False
+        self.validate()
+
+    def set_config(self, cfg: Any) -> None:
+        """Fill every field from a config."""
+        self.set_values(S.config_to_values(cfg))
+
+    def apply_preset(self, name: str) -> None:
+        self.set_values(S.apply_preset(self.values, name))
+
+    def _on_preset(self, change: dict[str, Any]) -> None:
+        if change["new"] in S.PRESETS:
+            self.apply_preset(change["new"])
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._quiet:
+            self.validate()
+
+    def validate(self) -> Any:
+        """Check the values; show each message next to its field; enable Train when valid."""
+        ns = self.namespace if self.namespace is not None else _user_namespace()
+        self.config, self.errors = S.validate(self.values, ns)
+        for key, msg in self.messages.items():
+            text = self.errors.get(key, "")
+            msg.value = f"<span style='color:#b00020'>{html.escape(text)}</span>" if text else ""
+        bad_sections = {s.group for s in self.specs if s.key in self.errors}
+        self.tabs.titles = tuple(
+            (name + " ⚠") if name in bad_sections else name for name in self.section_names
+        )
+        form_err = self.errors.get(S.FORM_ERROR, "")
+        running = self._training
+        self.status.value = (
+            f"<span style='color:#b00020'>{html.escape(form_err)}</span>" if form_err else ""
+        )
+        self.train_button.disabled = self.config is None or running
+        self.copy_button.disabled = self.config is None
+        return self.config
+
+    # -- actions -----------------------------------------------------------------------------
+    def cell_text(self) -> str:
+        """The ``%%finetune`` cell equivalent to the form (the form must be valid)."""
+        if self.validate() is None:
+            from nbtrain.errors import ConfigError
+
+            first = next(iter(self.errors.values()), "the form has errors")
+            raise ConfigError(first)
+        return S.cell_text(self.config)
+
+    def copy_as_cell(self) -> str:
+        """Put the equivalent ``%%finetune`` cell below (``set_next_input``) and return it."""
+        text = self.cell_text()
+        import sys
+
+        ip = sys.modules.get("IPython")
+        shell = ip.get_ipython() if ip is not None else None
+        if shell is not None:
+            shell.set_next_input(text, replace=False)
+            self.status.value = "The %%finetune cell was added below this one."
+        else:
+            self.status.value = f"<pre>{html.escape(text)}</pre>"
+        return text
+
+    def train(self) -> Any:
+        """Start the run in a background thread, its live view inside the panel."""
+        from nbtrain.ui.live import BackgroundRun, PanelView
+
+        if self.validate() is None or self._training:
+            return None
+        self._training = True
+        view = PanelView(self.output)
+        self.train_button.disabled = True
+        self.stop_button.disabled = False
+        self.status.value = "Training… (Stop saves a checkpoint and ends the run)"
+        self.run = BackgroundRun(self.config, view, on_done=self._done).start()
+        return self.run
+
+    def stop(self) -> None:
+        """End the run at the end of the current step; the engine writes a checkpoint."""
+        if self.run is not None and self.run.running:
+            self.run.request_stop()
+            self.stop_button.disabled = True
+            self.status.value = "Stopping at the end of this step…"
+
+    def _done(self, run: Any) -> None:
+        self._training = False
+        self.stop_button.disabled = True
+        res = run.result
+        if res is not None:
+            self.status.value = f"Run {html.escape(res.name)}: {html.escape(res.status)}."
+        else:
+            self.status.value = (
+                "<span style='color:#b00020'>The run did not finish; see above.</span>"
+            )
+        self.validate()
+
+
+def _option_values(w: Any) -> list[Any]:
+    return [o[1] if isinstance(o, tuple) else o for o in w.options]
+
+
+def _placeholder(spec: S.FieldSpec) -> str:
+    if spec.default in (None, "", [], {}):
+        return {"source": "file, hub name or {df}", "model": "hub id or folder"}.get(
+            spec.kind, "default"
+        )
+    return "default: " + S.to_widget(spec, spec.default)
+
+
+class FormFallback:
+    """What the form shows where widgets cannot: the reason and the equivalent cell to edit."""
+
+    def __init__(self, cfg: Any, reason: str) -> None:
+        self.config = cfg
+        self.reason = reason
+        self.cell = S.cell_text(cfg)
+
+    def __repr__(self) -> str:
+        return f"{fallback_message(self.reason)}\n\n{self.cell}"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(s.key)}</code></td><td>{html.escape(s.group)}</td>"
+            f"<td>{html.escape(S.to_widget(s, s.default) if s.widget == 'text' else str(s.default))}"
+            f"</td><td style='text-align:left'>{html.escape(s.help)}</td></tr>"
+            for s in S.field_specs()
+            if s.common
+        )
+        return (
+            f"<div class='nbt-fallback'><p>{html.escape(fallback_message(self.reason))}</p>"
+            f"<pre>{html.escape(self.cell)}</pre><table><tr><th>key</th><th>section</th>"
+            f"<th>default</th><th>meaning</th></tr>{rows}</table></div>"
+        )
