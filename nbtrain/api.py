@@ -82,6 +82,9 @@ def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:
             subs.append(renderer)
     if on_event is not None:
         subs.extend([on_event] if callable(on_event) else list(on_event))
+    from nbtrain.display.card import CardWriter  # card.html/png, notebook or not
+
+    subs.append(CardWriter())
     return subs
 
 
