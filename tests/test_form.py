@@ -296,7 +296,8 @@ def test_browser_lists_deletes_and_tries(fast_cfg, runs_dir):
     assert sum(c.is_best for c in ckpts) == 1 and ckpts[-1].is_newest
     text = repr(CheckpointTable(runs_dir))
     assert "★ best" in text and "checkpoint-6" in text and "accuracy" in text
-    assert "★ best" in browse(runs_dir, widgets=False)._repr_html_()
+    assert "★ best" in browse(runs_dir=runs_dir, widgets=False)._repr_html_()
+    assert "★ best" in browse(runs_dir / "tiny", widgets=False)._repr_html_()
     grid = b.table.children[0]
     deletes = [w for w in grid.children if getattr(w, "description", "") == "Delete"]
     protected = [c.is_best or c.is_newest for c in ckpts]
@@ -323,5 +324,5 @@ def test_browser_names_a_missing_run(runs_dir):
     from nbtrain.ui.browser import browse
 
     with pytest.raises(ConfigError, match="No run named 'x'"):
-        browse(runs_dir, "x", widgets=False)
-    assert "No runs in" in repr(browse(Path(runs_dir), widgets=False))
+        browse("x", runs_dir, widgets=False)
+    assert "No runs in" in repr(browse(runs_dir=Path(runs_dir), widgets=False))

@@ -16,18 +16,28 @@ from nbtrain.ui.env import fallback_message, widgets_available
 
 
 def browse(
-    runs_dir: str | Path = "runs", run: str | None = None, *, widgets: bool | None = None
+    name: str | Path | None = None, runs_dir: str | Path = "runs", *, widgets: bool | None = None
 ) -> Any:
-    """Browse the runs under ``runs_dir`` and their checkpoints.
+    """Browse runs and their checkpoints: resume, try, delete, open the card.
 
     Args:
+        name: the run to open first (default: all runs, the newest selected). A folder that holds
+            runs is read as ``runs_dir``; a run's own folder opens that run.
         runs_dir: the folder holding one sub-folder per run.
-        run: the run to open first (default: the newest).
         widgets: force (True) or refuse (False) the widget browser; None detects the frontend.
 
     Returns:
         A :class:`CheckpointBrowser`, or a :class:`CheckpointTable` (HTML) without widgets.
     """
+    run: str | None = None
+    if name is not None:
+        path = Path(name)
+        if (path / "config.yaml").is_file():
+            runs_dir, run = path.parent, path.name
+        elif path.is_dir() and not (Path(runs_dir) / str(name)).is_dir():
+            runs_dir = path
+        else:
+            run = str(name)
     ok, reason = widgets_available() if widgets is None else (widgets, "widgets=False was given")
     if not ok:
         return CheckpointTable(runs_dir, run, reason=reason)

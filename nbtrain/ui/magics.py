@@ -80,7 +80,7 @@ def checkpoints_line(line: str) -> Any:
     from nbtrain.ui.browser import browse
 
     positional, opts = _parse(line, ("--runs-dir",), CHECKPOINTS_USAGE)
-    return browse(opts.get("--runs-dir", "runs"), positional[0] if positional else None)
+    return browse(positional[0] if positional else None, opts.get("--runs-dir", "runs"))
 
 
 def register_ui_magics(ipython: Any) -> None:

@@ -404,12 +404,18 @@ def _refs(cfg: Config) -> list[tuple[str, str]]:
 
 
 def parse_cell(text: str, namespace: dict[str, Any] | None = None) -> Config:
-    """Read a ``%%finetune`` cell the form wrote: the name line and a YAML body."""
+    """Read a ``%%finetune`` cell the form wrote (with the magic's parser where installed)."""
     head, _, body = text.partition("\n")
     parts = head.split()
     if not parts or parts[0] != "%%finetune":
         raise ConfigError("A %%finetune cell starts with the line '%%finetune [NAME]'.")
     ns = namespace or {}
+    try:  # the magic's own parser, so the form and the cell can never disagree
+        from nbtrain.magics import build_config
+    except ImportError:
+        build_config = None
+    if build_config is not None:
+        return build_config(body, ns, name=parts[1] if len(parts) > 1 else None)
 
     def sub(m: re.Match[str]) -> str:
         return f"'{{{m.group(1)}}}'"
