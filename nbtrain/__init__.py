@@ -59,5 +59,7 @@ def __getattr__(name: str) -> Any:
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbtrain``: register the magics (imports nothing heavy)."""
     from nbtrain.magics import register
+    from nbtrain.ui.magics import register_ui_magics
 
     register(ipython)
+    register_ui_magics(ipython)  # %finetune_form
