@@ -4,7 +4,8 @@ Data forms (columns, case-insensitive):
 
 - ``messages``: chat conversations (lists of ``{"role", "content"}``), rendered with the
   tokenizer's chat template (or ``data.chat_template``);
-- ``prompt`` + ``response`` (or ``instruction``/``completion``/``output``): instruction pairs;
+- ``prompt`` + ``response`` (or ``instruction``, ``question``, ``input`` + ``completion``,
+  ``answer``, ``output``): instruction pairs;
 - ``data.text`` alone: plain text, packed into blocks of ``max_length`` (``data.packing``).
 
 For instruction and chat data the loss covers the response tokens only (labels are -100
@@ -119,7 +120,9 @@ class CausalLM(Task):
             col = pick_column(ds, ("messages",))
             if col is None:
                 raise missing_columns("causal-lm", role, cols, "a 'messages' column", "messages")
-            ds = ds.select_columns([col]).rename_columns({col: "messages"} if col != "messages" else {})
+            ds = ds.select_columns([col]).rename_columns(
+                {col: "messages"} if col != "messages" else {}
+            )
             for i, conv in enumerate(ds["messages"][:1000]):
                 if not isinstance(conv, list) or not all(
                     isinstance(m, dict) and "role" in m and "content" in m for m in conv
@@ -305,7 +308,9 @@ class CausalLM(Task):
         if self.mode == _CHAT:
             prompts, refs = [], []
             for conv in rows["messages"]:
-                last = max((i for i, m in enumerate(conv) if m["role"] == "assistant"), default=None)
+                last = max(
+                    (i for i, m in enumerate(conv) if m["role"] == "assistant"), default=None
+                )
                 if last is None:
                     continue
                 prompts.append(conv[:last])
