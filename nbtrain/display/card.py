@@ -68,9 +68,9 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
         )
         summary.append(("best evaluation", f"step {row.step:,}{escape(what)}"))
     if end is not None and end.best_checkpoint:
-        summary.append(("best checkpoint", f"<code>{escape(end.best_checkpoint)}</code>"))
+        summary.append(("best checkpoint", _path(end.best_checkpoint)))
     if end is not None and end.final_dir:
-        summary.append(("final model", f"<code>{escape(end.final_dir)}</code>"))
+        summary.append(("final model", _path(end.final_dir)))
     summary_html = "".join(
         f"<tr><td style='{H.CELL}text-align:left;opacity:.75'>{k}</td>"
         f"<td style='{H.CELL}text-align:left'>{v}</td></tr>"
@@ -107,6 +107,11 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
         + "</div>"
     )
     return H.wrap(body)
+
+
+def _path(path: str) -> str:
+    """The run-relative tail of a path, the full path on hover."""
+    return f"<code title='{escape(path)}'>{escape(H._short(path))}</code>"
 
 
 def _section(title: str, body: str) -> str:

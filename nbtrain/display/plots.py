@@ -103,6 +103,9 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def _x_limits(ax: Any, state: RunState) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     if state.total_steps:
         ax.set_xlim(0, state.total_steps * 1.02)
 
