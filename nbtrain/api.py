@@ -209,6 +209,15 @@ class RunResult:
     def _task_name(self) -> str:
         return _start_task(self)
 
+    def export(self, path: str | Path, *, merge: bool = True) -> Path:
+        """Write the final model to ``path``; a LoRA adapter is merged into its base model.
+
+        The folder loads with plain ``from_pretrained`` (``merge=False`` copies the adapter).
+        """
+        from nbtrain.export import export_run
+
+        return export_run(self.output_dir, path, merge=merge, task=self._task_name())
+
     def predict(self, inputs: str | Iterable[str], *, batch_size: int = 32) -> list[dict[str, Any]]:
         """Predict with the final model: for classification, ``label``, ``score`` and ``probs``."""
         if self.model is None:
@@ -288,5 +297,9 @@ def _load_final_model(path: Path, task_name: str) -> Any:
     from nbtrain.engine.tasks import registry
 
     cls_name = registry()[task_name].auto_model_class if task_name in registry() else "AutoModel"
+    if (path / "adapter_config.json").is_file():  # a LoRA run: base model + adapter (peft)
+        from nbtrain.engine.lora import load_adapter_model
+
+        return load_adapter_model(path, cls_name)
     cls = getattr(transformers, cls_name)
     return cls.from_pretrained(str(path), use_safetensors=True)

@@ -58,13 +58,64 @@ class DeviceInfo:
     fp16: bool
     memory_bytes: int | None = None
     count: int = 1
+    #: CUDA compute capability (8, 0) for an A100; None off CUDA.
+    capability: tuple[int, int] | None = None
 
     @property
     def label(self) -> str:
         return self.name if self.count == 1 else f"{self.count} x {self.name}"
 
+    @property
+    def tf32(self) -> bool:
+        """TF32 matmuls: Ampere (compute capability 8.0) or newer."""
+        return self.kind == "cuda" and (self.capability or (0, 0)) >= (8, 0)
+
+
+#: Simulated devices for tests and for "what if" estimates.
+SIMULATED = {
+    "cpu": DeviceInfo("cpu", "CPU", bf16=False, fp16=False, memory_bytes=16 * 2**30),
+    "t4": DeviceInfo(
+        "cuda", "Tesla T4", bf16=False, fp16=True, memory_bytes=15 * 2**30, capability=(7, 5)
+    ),
+    "a100": DeviceInfo(
+        "cuda",
+        "NVIDIA A100-SXM4-40GB",
+        bf16=True,
+        fp16=True,
+        memory_bytes=40 * 2**30,
+        capability=(8, 0),
+    ),
+    "h100": DeviceInfo(
+        "cuda",
+        "NVIDIA H100 80GB HBM3",
+        bf16=True,
+        fp16=True,
+        memory_bytes=80 * 2**30,
+        capability=(9, 0),
+    ),
+}
+
+_OVERRIDE: list[DeviceInfo] = []
+
+
+@contextlib.contextmanager
+def simulated_device(dev: DeviceInfo | str) -> Any:
+    """Make :func:`device_info` answer ``dev`` (a DeviceInfo or a key of ``SIMULATED``).
+
+    The checks and estimates then judge the config for that machine; training itself still
+    runs where torch can (only the checks that run before training are meaningful).
+    """
+    _OVERRIDE.append(SIMULATED[dev] if isinstance(dev, str) else dev)
+    try:
+        yield _OVERRIDE[-1]
+    finally:
+        _OVERRIDE.pop()
+
 
 def device_info() -> DeviceInfo:
+    """The training device of this machine (or the one :func:`simulated_device` set)."""
+    if _OVERRIDE:
+        return _OVERRIDE[-1]
     import torch
 
     if torch.cuda.is_available():
@@ -76,10 +127,131 @@ def device_info() -> DeviceInfo:
             fp16=True,
             memory_bytes=props.total_memory,
             count=torch.cuda.device_count(),
+            capability=(props.major, props.minor),
         )
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return DeviceInfo("mps", "Apple GPU (mps)", bf16=False, fp16=False)
-    return DeviceInfo("cpu", f"CPU ({torch.get_num_threads()} threads)", bf16=False, fp16=False)
+    return DeviceInfo(
+        "cpu",
+        f"CPU ({torch.get_num_threads()} threads)",
+        bf16=False,
+        fp16=False,
+        memory_bytes=_cpu_memory(),
+    )
+
+
+def _cpu_memory() -> int | None:
+    """Memory a CPU run can use: what is available now, not the machine's total."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+#: Optimizers that run on bitsandbytes kernels (CUDA only).
+BNB_OPTIMIZERS = frozenset(
+    {
+        "adamw_8bit",
+        "adamw_bnb_8bit",
+        "paged_adamw_8bit",
+        "paged_adamw_32bit",
+        "paged_adamw",
+        "lion_8bit",
+        "paged_lion_8bit",
+        "paged_lion_32bit",
+        "paged_lion",
+        "adam8bit",
+        "ademamix_8bit",
+        "paged_ademamix_8bit",
+        "paged_ademamix_32bit",
+        "rmsprop_bnb_8bit",
+        "rmsprop_bnb_32bit",
+    }
+)
+
+
+def has_bitsandbytes() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def check_hardware(cfg: Any, dev: DeviceInfo) -> None:
+    """Refuse, before anything loads, what this machine cannot run.
+
+    Raises:
+        ConfigError: an 8-bit/paged optimizer or 4/8-bit loading without bitsandbytes and a
+            CUDA GPU; 4/8-bit loading without lora (a quantized model cannot train in full).
+    """
+    optim = str(getattr(cfg, "optim", "") or "")
+    if optim in BNB_OPTIMIZERS:
+        missing = _bnb_missing(dev)
+        if missing:
+            raise ConfigError(
+                f"optim: {optim} runs on bitsandbytes kernels, which need {missing}. Use optim: "
+                "adamw_torch (or adafactor, which also saves memory).",
+                field="optim",
+            )
+    quant = getattr(cfg, "quantization", "none") or "none"
+    if quant != "none":
+        missing = _bnb_missing(dev)
+        if missing:
+            raise ConfigError(
+                f"quantization: {quant} loads the model with bitsandbytes, which needs "
+                f"{missing}. Use quantization: none (with lora: to save memory).",
+                field="quantization",
+            )
+        if getattr(cfg, "lora", None) is None:
+            raise ConfigError(
+                f"quantization: {quant} freezes the model in {quant} weights, which cannot train "
+                "in full: add a lora: section (QLoRA).",
+                field="quantization",
+            )
+
+
+def _bnb_missing(dev: DeviceInfo) -> str:
+    needs = []
+    if dev.kind != "cuda":
+        needs.append(f"a CUDA GPU (this machine trains on {dev.name})")
+    if not has_bitsandbytes():
+        needs.append("the bitsandbytes package (pip install bitsandbytes)")
+    return " and ".join(needs)
+
+
+def configure_hardware(cfg: Any, dev: DeviceInfo) -> None:
+    """:func:`check_hardware`, then turn on TF32 matmuls on Ampere or newer (free speed)."""
+    check_hardware(cfg, dev)
+    if dev.tf32:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def quantization_kwargs(cfg: Any) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for ``quantization: 4bit|8bit`` (QLoRA)."""
+    quant = getattr(cfg, "quantization", "none") or "none"
+    if quant == "none":
+        return {}
+    dev = device_info()
+    check_hardware(cfg, dev)
+    precision = resolve_precision(cfg.precision, dev)
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant == "8bit":
+        qc = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        qc = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float16 if precision == "fp16" else torch.bfloat16,
+        )
+    return {"quantization_config": qc, "device_map": {"": 0}}
 
 
 def resolve_precision(requested: str, dev: DeviceInfo) -> str:
@@ -153,6 +325,7 @@ def load_model(auto_class: str, source: str, cfg: Any, kwargs: dict[str, Any]) -
     import transformers
 
     cls = getattr(transformers, auto_class)
+    kwargs = {**quantization_kwargs(cfg), **kwargs}
     try:
         with quiet_transformers():
             return cls.from_pretrained(
