@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbtrain.engine.tasks import classification  # noqa: F401  (registers itself)
-from nbtrain.engine.tasks import causal_lm  # noqa: F401
-from nbtrain.engine.tasks import masked_lm  # noqa: F401
-from nbtrain.engine.tasks import seq2seq  # noqa: F401
+from nbtrain.engine.tasks import (
+    causal_lm,  # noqa: F401
+    classification,  # noqa: F401  (registers itself)
+    masked_lm,  # noqa: F401
+    seq2seq,  # noqa: F401
+    token_classification,  # noqa: F401
+)
 from nbtrain.engine.tasks.base import Prepared, Task, register, registry
 from nbtrain.errors import ConfigError, did_you_mean
 
