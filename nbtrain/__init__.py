@@ -21,6 +21,7 @@ _LAZY = {
     "config_help": "nbtrain.config",
     "form": "nbtrain.ui",
     "browse": "nbtrain.ui",
+    "demo_data": "nbtrain.data",
 }
 
 __all__ = [
