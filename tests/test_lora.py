@@ -192,7 +192,7 @@ def test_bad_modules_to_save_and_double_wrap():
     from nbtrain.engine.lora import apply_lora
 
     model, task = tiny("bert")
-    with pytest.raises(ConfigError, match="modules_to_save.*'pooler_x'"):
+    with pytest.raises(ConfigError, match=r"modules_to_save.*'pooler_x'"):
         apply_lora(model, _cfg(modules_to_save=["pooler_x"]), task)
     pm = apply_lora(model, _cfg(), task)
     with pytest.raises(ConfigError, match="already carries peft adapters"):
@@ -226,7 +226,12 @@ def test_finetune_with_lora_writes_adapter_and_exports(fast_cfg, tmp_path: Path)
     from nbtrain.cli import main
 
     events = []
-    cfg = dict(fast_cfg, lora={"r": 8, "alpha": 16}, lr=5e-3, epochs=4, logging_steps=1)
+    # A random tiny BERT frozen under adapters learns slowly: a higher LR, no warmup, no
+    # per-epoch evaluation (one at the end) keeps this fast.
+    cfg = dict(
+        fast_cfg, lora={"r": 8, "alpha": 16}, lr=3e-2, max_steps=40, warmup_ratio=0.0,
+        logging_steps=1, eval_strategy="no", save_strategy="no",
+    )  # fmt: skip
     result = nbtrain.finetune(cfg, display="none", on_event=events.append)
     assert result.status == "finished"
     final = result.final_dir
@@ -240,7 +245,9 @@ def test_finetune_with_lora_writes_adapter_and_exports(fast_cfg, tmp_path: Path)
     assert start.params_trainable == lora_params
 
     losses = [e.values["loss"] for e in events if e.type == "log" and "loss" in e.values]
-    assert len(losses) >= 4 and min(losses[-3:]) < losses[0] * 0.9, losses
+    first, last = sum(losses[:4]) / 4, sum(losses[-8:]) / 8
+    assert len(losses) == 40 and last < first - 0.02, losses
+    assert result.metrics["eval_loss"] < 0.66  # chance is ln 2 = 0.693
 
     texts = ["a great and lovely film", "an awful boring plot"]
     want = result.predict(texts)

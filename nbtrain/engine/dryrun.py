@@ -94,6 +94,9 @@ def dry_run(cfg: Config) -> DryRunReport:
         notices=list(prep.notices),
     )
     report.sections = _sections(report, cfg)
+    from nbtrain.engine.memory import memory_section
+
+    report.sections.insert(1, memory_section(cfg, prep))  # parameters, peak memory, fixes
     return report
 
 
