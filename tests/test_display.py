@@ -422,3 +422,34 @@ def test_events_roundtrip_gives_the_same_state(tmp_path: Path) -> None:
     live, replayed = state_from_events(events), state_from_events(read_events(tmp_path))
     assert json.dumps(live.final_metrics) == json.dumps(replayed.final_metrics)
     assert (live.step, live.eta, live.best_index) == (replayed.step, replayed.eta, 0)
+
+
+def test_html_outside_ipython_falls_back_to_text_with_one_note(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    view = make_renderer("html", frontend=Frontend.NO_IPYTHON)
+    assert isinstance(view, TextRenderer)
+    err = capsys.readouterr().err
+    assert err.count("needs IPython or Jupyter; showing text instead") == 1
+
+
+def test_attach_in_a_script_prints_the_text_view(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "done"
+    _write_events(
+        run_dir,
+        [
+            start_event(run="done", run_dir=str(run_dir)),
+            RunEnded(
+                step=100,
+                status="finished",
+                duration_s=65,
+                time=T0 + 65,
+                metrics={"eval_accuracy": 0.91},
+            ),
+        ],
+    )
+    attach("done", tmp_path)  # pytest runs no IPython shell: text, on stdout
+    out = capsys.readouterr().out
+    assert "Training done" in out and "Finished in 01:05. eval_accuracy=0.9100" in out
