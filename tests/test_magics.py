@@ -332,3 +332,27 @@ def test_interrupt_saves_checkpoint_and_rerun_matches_straight_run(ip, fast_cfg,
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"resumed weights differ from a straight run: {different[:5]}"
+
+
+# -- dry run report ---------------------------------------------------------------------------
+
+
+def test_dry_run_report_forms_and_sections(fast_cfg, tmp_path, capsys):
+    from nbtrain.cli import main
+    from nbtrain.config import load_config
+    from nbtrain.engine.dryrun import Section, dry_run
+
+    report = dry_run(load_config(fast_cfg))
+    assert (report.train_rows, report.eval_rows) == (96, 32)
+    assert report.labels == ["neg", "pos"]
+    assert (report.steps_per_epoch, report.total_steps) == (6, 12)
+    assert report.examples[0]["tokens"][0] == "[CLS]"
+    report.sections.append(Section("Memory", ["about 1 MB"]))  # how later checks add theirs
+    assert "== Memory ==" in report.text() and "<h4>Memory</h4>" in report._repr_html_()
+    assert "<h4>Tokenized examples</h4>" in report._repr_html_()
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(fast_cfg))
+    assert main(["run", str(path), "--dry-run", "--set", "epochs=1"]) == 0
+    assert "total steps     6" in capsys.readouterr().out
+    assert not Path(fast_cfg["runs_dir"]).exists()
