@@ -453,3 +453,22 @@ def test_attach_in_a_script_prints_the_text_view(
     attach("done", tmp_path)  # pytest runs no IPython shell: text, on stdout
     out = capsys.readouterr().out
     assert "Training done" in out and "Finished in 01:05. eval_accuracy=0.9100" in out
+
+
+def test_a_resumed_run_shows_each_step_once() -> None:
+    from nbtrain.display.state import state_from_events
+
+    first = [
+        start_event(),
+        Logged(step=10, values={"loss": 0.9}, time=T0 + 1),
+        Evaluated(step=20, metrics={"accuracy": 0.6}, time=T0 + 2),
+        Logged(step=30, values={"loss": 0.7}, time=T0 + 3),
+        RunEnded(step=30, status="interrupted", resume_checkpoint="/r/checkpoint-20", time=T0 + 4),
+    ]
+    second = [
+        start_event(step=20, resumed_from="/r/checkpoint-20", time=T0 + 100),
+        Logged(step=30, values={"loss": 0.6}, time=T0 + 103),
+    ]
+    state = state_from_events(first + second)
+    assert state.train_loss == [(10, 0.9), (30, 0.6)]
+    assert [r.step for r in state.evals] == [20] and state.status == "training"

@@ -99,6 +99,11 @@ class RunState:
             self.start_time = self.last_time = ev.time
             self.end = None
             self.error = None
+            # A resumed run replays the steps after its checkpoint: drop the first attempt's
+            # values for them so the curves and the table show each step once.
+            self.logs = [(s, v) for s, v in self.logs if s <= ev.step]
+            self.evals = [r for r in self.evals if r.step <= ev.step]
+            self.epoch = 0.0
         elif t == "step":
             self.step, self.epoch = ev.step, ev.epoch
             self.total_steps = ev.total_steps or self.total_steps
