@@ -1,0 +1,137 @@
+"""Precision and hardware checks for simulated devices: CPU, T4-like, Ampere-like."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbtrain.config import load_config
+from nbtrain.config.schema import Config, LoraConfig
+from nbtrain.engine.model import (
+    SIMULATED,
+    DeviceInfo,
+    check_hardware,
+    device_info,
+    has_bitsandbytes,
+    resolve_precision,
+    simulated_device,
+)
+from nbtrain.errors import ConfigError
+
+CPU, T4, A100 = SIMULATED["cpu"], SIMULATED["t4"], SIMULATED["a100"]
+
+
+@pytest.mark.parametrize(("dev", "want"), [(CPU, "fp32"), (T4, "fp16"), (A100, "bf16")])
+def test_auto_precision_per_device(dev: DeviceInfo, want: str):
+    assert resolve_precision("auto", dev) == want
+    assert resolve_precision("fp32", dev) == "fp32"
+
+
+def test_impossible_precision_is_a_clear_error():
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU") as e:
+        resolve_precision("fp16", CPU)
+    assert e.value.field == "precision"
+    with pytest.raises(ConfigError, match=r"bf16 is not supported by Tesla T4.*Ampere"):
+        resolve_precision("bf16", T4)
+    assert resolve_precision("fp16", T4) == "fp16"
+    assert resolve_precision("bf16", A100) == "bf16"
+
+
+def test_tf32_only_from_ampere():
+    assert A100.tf32 and SIMULATED["h100"].tf32
+    assert not T4.tf32 and not CPU.tf32
+
+
+def test_simulated_device_is_scoped():
+    real = device_info()
+    with simulated_device("t4") as dev:
+        assert device_info() is dev is T4
+        with simulated_device(A100):
+            assert device_info() is A100
+        assert device_info() is T4
+    assert device_info() == real
+
+
+@pytest.mark.parametrize("optim", ["adamw_8bit", "paged_adamw_8bit", "lion_8bit"])
+def test_bitsandbytes_optimizers_need_gpu_and_package(optim: str):
+    cfg = Config(model="x", optim=optim)
+    with pytest.raises(ConfigError, match="CUDA GPU") as e:
+        check_hardware(cfg, CPU)
+    assert e.value.field == "optim" and "adamw_torch" in str(e.value)
+    if not has_bitsandbytes():
+        with pytest.raises(ConfigError, match="bitsandbytes package") as e:
+            check_hardware(cfg, A100)
+        assert "CUDA GPU" not in str(e.value)  # the GPU is there; only the package is missing
+    check_hardware(Config(model="x", optim="adafactor"), CPU)  # no error
+    check_hardware(Config(model="x", optim="adamw_torch"), CPU)
+
+
+def test_quantization_needs_gpu_bitsandbytes_and_lora(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ConfigError, match=r"quantization: 4bit.*CUDA GPU") as e:
+        check_hardware(Config(model="x", quantization="4bit", lora=LoraConfig()), CPU)
+    assert e.value.field == "quantization"
+    # With the package present (as on a Colab GPU), a full fine-tune of a 4-bit model is refused.
+    monkeypatch.setattr("nbtrain.engine.model.has_bitsandbytes", lambda: True)
+    with pytest.raises(ConfigError, match="add a lora: section"):
+        check_hardware(Config(model="x", quantization="8bit"), A100)
+    check_hardware(Config(model="x", quantization="4bit", lora=LoraConfig()), A100)
+
+
+def test_quantization_field_in_config():
+    assert load_config({"model": "m", "data": {"train": "x.csv"}}).quantization == "none"
+    cfg = load_config({"model": "m", "data": {"train": "x.csv"}, "quantization": "4bit"})
+    assert cfg.quantization == "4bit"
+    with pytest.raises(ConfigError, match="quantization"):
+        load_config({"model": "m", "data": {"train": "x.csv"}, "quantization": "3bit"})
+
+
+# -- the engine refuses before training -------------------------------------------------------
+
+
+def _no_training(events: list) -> None:
+    types = [e.type for e in events]
+    assert "start" not in types and "log" not in types
+    assert types[-1] == "end" and events[-1].status == "failed"
+
+
+def test_run_refuses_bf16_on_a_t4_before_training(fast_cfg):
+    import nbtrain
+
+    events: list = []
+    with simulated_device("t4"), pytest.raises(ConfigError, match="bf16 is not supported"):
+        nbtrain.finetune(dict(fast_cfg, precision="bf16"), display="none", on_event=events.append)
+    _no_training(events)
+
+
+def test_run_refuses_fp16_and_8bit_optim_on_this_cpu(fast_cfg):
+    import nbtrain
+
+    if device_info().kind == "cuda":
+        pytest.skip("this machine has a GPU")
+    events: list = []
+    with pytest.raises(ConfigError, match="fp16"):
+        nbtrain.finetune(dict(fast_cfg, fp16=True), display="none", on_event=events.append)
+    _no_training(events)
+    events.clear()
+    with pytest.raises(ConfigError, match="bitsandbytes"):
+        nbtrain.finetune(
+            dict(fast_cfg, optim="adamw_8bit", name="t8"),
+            display="none",
+            on_event=events.append,
+        )
+    _no_training(events)
+
+
+def test_dry_run_reports_memory_and_refuses_the_impossible(fast_cfg):
+    from nbtrain.config import load_config
+    from nbtrain.engine.dryrun import dry_run
+
+    cfg = load_config(dict(fast_cfg, lora={"r": 4}))
+    report = dry_run(cfg)
+    text = report.text()
+    assert "== Parameters and memory ==" in text
+    assert "trainable" in text and "Peak memory estimate" in text
+    assert "Parameters and memory" in report._repr_html_()
+    with simulated_device("t4"), pytest.raises(ConfigError, match="bf16"):
+        dry_run(load_config(dict(fast_cfg, precision="bf16")))
+    with simulated_device("t4"):  # a T4: fp16 chosen, the estimate says so
+        assert "(fp16)" in dry_run(cfg).text()
