@@ -69,9 +69,7 @@ def test_instruction_labels_cover_the_response_only(gpt2: Path) -> None:
         assert batch["labels"][i].tolist() == r["labels"] + [-100] * pad
         assert batch["attention_mask"][i].tolist() == [1] * len(r["input_ids"]) + [0] * pad
 
-    everything = _task(instruction_rows(4), train_on="all").tokenize(
-        task.prepared.train, tok, 64
-    )
+    everything = _task(instruction_rows(4), train_on="all").tokenize(task.prepared.train, tok, 64)
     assert everything[0]["labels"] == everything[0]["input_ids"]
 
 

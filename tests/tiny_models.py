@@ -80,9 +80,7 @@ def build_tiny_llama(folder: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     specials = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
-    tok = bpe_tokenizer(
-        corpus(), specials, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    tok = bpe_tokenizer(corpus(), specials, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -51,9 +51,7 @@ def check_model_can(task: str, model_config: Any, model_name: str) -> None:
     )
 
 
-def pick_column(
-    ds: Any, candidates: tuple[str, ...], configured: Any = None
-) -> str | None:
+def pick_column(ds: Any, candidates: tuple[str, ...], configured: Any = None) -> str | None:
     """The first column present among ``configured`` and ``candidates`` (case-insensitive)."""
     lower = {c.lower(): c for c in ds.column_names}
     for name in ((configured,) if isinstance(configured, str) else ()) + candidates:

@@ -66,9 +66,7 @@ def entities(tags: list[str]) -> list[tuple[str, int, int]]:
         if tag in ("O", ""):
             prefix, typ = "O", ""
         ends = kind is not None and (
-            prefix in ("O", "B", "S")
-            or typ != prev_type
-            or prev_prefix in ("E", "S")
+            prefix in ("O", "B", "S") or typ != prev_type or prev_prefix in ("E", "S")
         )
         if ends:
             out.append((kind, start, i))  # type: ignore[arg-type]
