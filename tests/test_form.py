@@ -240,6 +240,12 @@ def test_finetune_form_magic_line(tmp_path):
     f = finetune_form_line(f"new --from old --runs-dir {tmp_path / 'runs'}")
     assert isinstance(f, FormFallback)  # outside a kernel; the config is what matters
     assert f.config == load_config({**RICH, "name": "new", "runs_dir": str(tmp_path / "runs")})
+    fresh = finetune_form_line("fresh --runs-dir elsewhere")  # no model yet: the form asks
+    assert fresh.config.name == "fresh" and fresh.config.runs_dir == "elsewhere"
+    assert fresh.config.model is None
+    partial = form({"lr": 1e-4, "data": {"text": "review"}}, widgets=True)
+    assert partial.values["learning_rate"] == "0.0001" and partial.values["data.text"] == "review"
+    assert set(partial.errors) == {"model"}
     with pytest.raises(Exception, match=r"Unknown option --form\. Did you mean '--from'"):
         finetune_form_line("x --form old")
     with pytest.raises(ConfigError, match=r"No run named 'olt'.*Did you mean 'old'"):

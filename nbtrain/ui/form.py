@@ -54,7 +54,29 @@ def resolve_config(config: Any, runs_dir: str | None = None) -> Any:
             return load_run(config, runs_dir or "runs").config  # raises with a did-you-mean
     if isinstance(config, Config):
         return config
-    return load_config(config)
+    return _lenient(config)
+
+
+def _lenient(config: Any) -> Any:
+    """A config that may still lack the model or the training data (the form asks for them)."""
+    import dataclasses
+
+    from nbtrain.config import load_config
+    from nbtrain.errors import ConfigError
+
+    missing: dict[str, Any] = {}
+    for _ in range(3):
+        try:
+            cfg = load_config(config, **missing)
+        except ConfigError as e:
+            if e.field not in ("model", "data.train") or e.field in missing:
+                raise
+            missing[e.field] = "-"
+            continue
+        if "data.train" in missing:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train=None))
+        return dataclasses.replace(cfg, model=None) if "model" in missing else cfg
+    raise AssertionError("unreachable")
 
 
 def _user_namespace() -> dict[str, Any] | None:

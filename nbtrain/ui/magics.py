@@ -60,9 +60,14 @@ def finetune_form_line(line: str) -> Any:
     runs_dir = opts.get("--runs-dir")
     cfg = resolve_config(opts["--from"], runs_dir) if "--from" in opts else None
     if positional or runs_dir:
-        from nbtrain.config import Config, load_config
+        import dataclasses
 
-        cfg = load_config(cfg if cfg is not None else Config(), **_named(positional, runs_dir))
+        from nbtrain.config import Config
+
+        # No validation here: a fresh form has no model yet, and the form shows what is missing.
+        cfg = dataclasses.replace(
+            cfg if cfg is not None else Config(), **_named(positional, runs_dir)
+        )
     return form(cfg)
 
 
