@@ -13,12 +13,13 @@ import json, sys, time
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
 before = [m for m in {heavy} if m in sys.modules]
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 shell.run_line_magic("load_ext", "nbtrain")
-elapsed = time.perf_counter() - t0
+elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 magics = shell.magics_manager.magics
 print(json.dumps({{
     "elapsed": elapsed,
+    "cpu": cpu,
     "before": before,
     "heavy": [m for m in {heavy} if m in sys.modules],
     "cell": sorted(magics["cell"]),
@@ -39,14 +40,16 @@ def _measure() -> dict:
 
 
 def test_load_ext_is_fast_and_imports_nothing_heavy():
-    # The best of three runs: the machine is shared, and a cold disk cache is not our import.
+    # The best of three runs, in CPU seconds: on a shared machine (CI, 2 cores, other jobs) the
+    # wall clock mostly measures the neighbours; the CPU time is the work %load_ext does.
     runs = [_measure() for _ in range(3)]
     for r in runs:
         assert r["before"] == []
         assert r["heavy"] == [], f"%load_ext nbtrain imported {r['heavy']}"
         assert "finetune" in r["cell"] and "nbtrain" in r["line"]
-    best = min(r["elapsed"] for r in runs)
-    assert best < 0.3, f"%load_ext nbtrain took {best:.3f} s"
+    cpu = min(r["cpu"] for r in runs)
+    wall = min(r["elapsed"] for r in runs)
+    assert cpu < 0.3, f"%load_ext nbtrain took {cpu:.3f} s of CPU ({wall:.3f} s wall)"
 
 
 def test_import_nbtrain_imports_nothing_heavy():
