@@ -335,9 +335,7 @@ class Classification(Task):
         )
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
-        from transformers import DataCollatorWithPadding
-
-        return DropLength(DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of))
+        return PadBatch(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     # -- metrics -------------------------------------------------------------------------------
     def compute_metrics(self) -> Any:
@@ -463,6 +461,70 @@ class DropLength:
 
     def __call__(self, features: list[dict[str, Any]]) -> Any:
         return self.inner([{k: v for k, v in f.items() if k != "length"} for f in features])
+
+
+class PadBatch:
+    """Dynamic padding for classification batches, ~6x cheaper than ``DataCollatorWithPadding``.
+
+    Pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` / ``special_tokens_mask`` to the
+    longest row (rounded up to ``pad_to_multiple_of``) on the tokenizer's padding side, with the
+    same values ``tokenizer.pad`` uses, in one numpy pass per key; ``labels`` become a tensor and
+    ``length`` (the sampler's column) is dropped. Rows with other keys go to
+    ``DataCollatorWithPadding`` unchanged. Collation runs on the training thread between steps,
+    so its cost adds to every step (1.4 vs 8 ms per batch of 16 measured, docs/performance.md).
+    """
+
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        self.pad_values = {
+            "input_ids": pad_id,
+            "attention_mask": 0,
+            "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0) or 0,
+            "special_tokens_mask": 1,
+        }
+        self._fallback: Any = None
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        import torch
+
+        keys = [k for k in features[0] if k != "length"]
+        known = set(self.pad_values) | {"labels"}
+        if (
+            self.pad_values["input_ids"] is None
+            or "input_ids" not in keys
+            or any(k not in known for k in keys)
+        ):
+            return self.fallback(features)
+        n = max(len(f["input_ids"]) for f in features)
+        m = self.pad_to_multiple_of
+        if m:
+            n = -(-n // m) * m
+        batch: dict[str, Any] = {}
+        for key in keys:
+            if key == "labels":
+                batch["labels"] = torch.tensor([f["labels"] for f in features])
+                continue
+            arr = np.full((len(features), n), self.pad_values[key], dtype=np.int64)
+            for i, f in enumerate(features):
+                row = f[key]
+                if self.left:
+                    arr[i, n - len(row) :] = row
+                else:
+                    arr[i, : len(row)] = row
+            batch[key] = torch.from_numpy(arr)
+        return batch
+
+    def fallback(self, features: list[dict[str, Any]]) -> Any:
+        if self._fallback is None:
+            from transformers import DataCollatorWithPadding
+
+            self._fallback = DropLength(
+                DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)
+            )
+        return self._fallback(features)
 
 
 def classification_scores(
