@@ -32,7 +32,7 @@ from nbtrain.config import Config, config_to_dict, diff_configs
 from nbtrain.config.refs import Ref, describe, fingerprint, unwrap
 from nbtrain.config.training_args import translate
 from nbtrain.engine.callbacks import EventCallback, StopController
-from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error
+from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
     ErrorEvent,
@@ -594,7 +594,7 @@ def _train(
     train_out = None
     try:
         with stop.signals(), _quiet_hf_progress():
-            train_out, failure = _train_surviving(trainer, guards, event_cb, run_dir, resume)
+            train_out, failure = train_surviving(trainer, guards, event_cb, run_dir, resume)
     except KeyboardInterrupt:
         interrupted = True
     except Exception as e:
@@ -781,40 +781,6 @@ def _final_eval(trainer: Any, cb: EventCallback, run_dir: Path) -> dict[str, flo
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and k != "epoch"
     }
-
-
-def _train_surviving(
-    trainer: Any, guards: Any, event_cb: EventCallback, run_dir: Path, resume: str | None
-) -> tuple[Any, ErrorEvent | None]:
-    """``trainer.train`` that survives CUDA OOM (smaller batch, more accumulation, continue
-    from a checkpoint of the last finished step) and turns a full or unwritable disk into an
-    error event, removing the half-written checkpoint."""
-    from nbtrain.checkpoints import _remove_tree
-    from nbtrain.engine.safety import free_memory, is_disk_error, is_oom, oom_error
-
-    while True:
-        try:
-            return trainer.train(resume_from_checkpoint=resume), None
-        except Exception as e:
-            step = trainer.state.global_step
-            if is_disk_error(e):
-                ckpt = run_dir / f"checkpoint-{step}"
-                if not (ckpt / MARKER).exists():
-                    _remove_tree(ckpt)
-                return None, disk_error(e, ckpt.parent, step, _newest(run_dir))
-            if not is_oom(e):
-                raise
-            free_memory(trainer)
-            batch = trainer.args.per_device_train_batch_size
-            if guards.eval_failed or guards.shrink_train_batch() is None:
-                return None, oom_error(step, 1 if guards.eval_failed else batch)
-            if step > 0:
-                ckpt = run_dir / f"checkpoint-{step}"
-                if not is_complete(ckpt):
-                    event_cb.rng.restore(step)
-                    _save_now(trainer, ckpt)
-                    event_cb.on_save(trainer.args, trainer.state, trainer.control)
-                resume = str(ckpt)
 
 
 def _save_now(trainer: Any, ckpt: Path) -> None:

@@ -201,3 +201,44 @@ def _free_bytes(folder: Path) -> int | None:
         return shutil.disk_usage(p).free
     except OSError:
         return None
+
+
+def train_surviving(
+    trainer: Any, guards: Guards, event_cb: Any, run_dir: Path, resume: str | None
+) -> tuple[Any, ErrorEvent | None]:
+    """``trainer.train`` that survives CUDA OOM (smaller batch, more accumulation, going on from
+    a checkpoint of the last finished step) and turns a full or unwritable disk into an error
+    event, removing the half-written checkpoint. Returns (train output, failure)."""
+    from nbtrain.checkpoints import MARKER, _remove_tree, is_complete, newest_complete
+
+    def newest() -> str | None:
+        c = newest_complete(run_dir)
+        return str(c.path) if c else None
+
+    while True:
+        try:
+            return trainer.train(resume_from_checkpoint=resume), None
+        except Exception as e:
+            step = trainer.state.global_step
+            if is_disk_error(e):
+                ckpt = run_dir / f"checkpoint-{step}"
+                if not (ckpt / MARKER).exists():
+                    _remove_tree(ckpt)
+                return None, disk_error(e, run_dir, step, newest())
+            if not is_oom(e):
+                raise
+            free_memory(trainer)
+            batch = trainer.args.per_device_train_batch_size
+            if guards.eval_failed or guards.shrink_train_batch() is None:
+                return None, oom_error(step, 1 if guards.eval_failed else batch)
+            if step > 0:
+                ckpt = run_dir / f"checkpoint-{step}"
+                if not is_complete(ckpt):
+                    event_cb.rng.restore(step)  # as the last finished step left it
+                    try:
+                        trainer._save_checkpoint(trainer.model, trial=None)
+                    except Exception:
+                        _remove_tree(ckpt)
+                        raise
+                    event_cb.on_save(trainer.args, trainer.state, trainer.control)
+                resume = str(ckpt)
