@@ -12,8 +12,9 @@ The estimate adds up what training holds at its peak:
   "Reducing Activation Recomputation in Large Transformer Models", counted for the Hugging
   Face layers): ``10h + 2i`` values plus ``2h`` bytes of dropout masks, and ``3a*s`` attention
   values per token where the attention matrix is materialised; with gradient checkpointing only each layer's input plus one layer;
-- overhead: the CUDA context and allocator slack on a GPU; on a CPU the Python process with
-  torch and transformers loaded (the estimate is compared with *added* memory there).
+- workspace: allocator slack and autograd scratch (10% + 64 MB on a GPU, 128 MB on a CPU);
+- runtime: the CUDA context on a GPU; on a CPU the Python process with torch and transformers
+  loaded (``model_bytes`` leaves it out: compare that with the memory a run *adds*).
 
 Parameter counts are exact: the model is built on the ``meta`` device (no memory, no
 download beyond its config) and LoRA adapters are counted layer by layer.
@@ -47,6 +48,9 @@ _OPTIM_BYTES = {
     "rmsprop": 4,
 }
 _CPU_RUNTIME = int(0.6 * GiB)  # python + torch + transformers + datasets, before the model
+# What a CPU training step holds beyond tensors (autograd engine, oneDNN scratch, malloc
+# arenas): measured at 125-135 MB over models of 11M and 41M parameters (bench/memory_cpu.py).
+_CPU_WORKSPACE = 128 * 2**20
 _CUDA_CONTEXT = int(0.5 * GiB)
 
 
@@ -70,6 +74,7 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int
+    workspace: int
     overhead: int
     device: str
     device_kind: str
@@ -83,7 +88,7 @@ class MemoryEstimate:
     @property
     def model_bytes(self) -> int:
         """What the training itself allocates (everything but the fixed overhead)."""
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.workspace
 
     @property
     def total_bytes(self) -> int:
@@ -106,7 +111,13 @@ class MemoryEstimate:
             ("gradients", self.gradients),
             ("optimizer state", self.optimizer),
             (f"activations (batch {self.batch_size} x {self.max_length} tokens)", self.activations),
-            ("overhead", self.overhead),
+            ("workspace (allocator, autograd)", self.workspace),
+            (
+                "runtime (CUDA context)"
+                if self.device_kind == "cuda"
+                else "runtime (Python, torch)",
+                self.overhead,
+            ),
         ]
 
     def text(self) -> str:
@@ -397,16 +408,17 @@ def _estimate(
     arch = _arch(model_config)
     lm = task in ("causal-lm", "masked-lm", "seq2seq")
     activations = _activations(cfg, arch, b, s, dtype_bytes, lm, dev.kind)
-    if dev.kind == "cuda":
-        overhead = _CUDA_CONTEXT + int(0.1 * (weights + gradients + optimizer + activations))
+    if dev.kind == "cuda":  # the caching allocator's fragmentation, cuBLAS workspaces
+        workspace = int(0.1 * (weights + gradients + optimizer + activations)) + 64 * 2**20
+        overhead = _CUDA_CONTEXT
     else:
-        overhead = _CPU_RUNTIME
+        workspace, overhead = _CPU_WORKSPACE, _CPU_RUNTIME
     notes.append(
         "Activations assume every example is max_length tokens (batches are padded only to their "
         "longest example, so typical use is lower)."
     )
     if dev.kind != "cuda":
-        notes.append("On CPU the overhead is the Python process itself (torch, transformers).")
+        notes.append("On CPU the runtime is the Python process itself (torch, transformers).")
     est = MemoryEstimate(
         params_total=total,
         params_trainable=trainable,
@@ -414,6 +426,7 @@ def _estimate(
         gradients=gradients,
         optimizer=optimizer,
         activations=activations,
+        workspace=workspace,
         overhead=overhead,
         device=dev.label,
         device_kind=dev.kind,
