@@ -44,7 +44,7 @@ def test_every_schema_field_is_a_form_input_in_its_section():
     assert expected <= set(f.inputs)
     assert list(f.section_names[:7]) == list(S.SECTIONS)
     groups = S.sections()
-    assert [s.key for s in groups["Model"] if s.common] == ["model", "task"]
+    assert [s.key for s in groups["Model"] if s.common] == ["model", "task", "name"]
     # common fields first, the rest under one "Advanced" accordion per section
     training = f.tabs.children[f.section_names.index("Training")]
     assert training.children[-1].get_title(0).startswith("Advanced")

@@ -298,6 +298,7 @@ class Config:
         "Run name: its folder under runs_dir. Re-running the same name and config resumes it.",
         group="Model",
         kind="str",
+        common=True,
     )
     runs_dir: str = opt(
         "runs",

@@ -140,7 +140,11 @@ class FinetuneForm:
         self.output = W.Output(layout=W.Layout(border="1px solid #ddd", min_height="30px"))
         self.output.add_class("nbt-output")
         bar = W.HBox([self.preset, self.train_button, self.stop_button, self.copy_button])
-        title = W.HTML("<b>nbtrain</b> — fine-tuning settings")
+        # Section names are long; let the tabs take the width they need.
+        title = W.HTML(
+            "<style>.nbt-form .lm-TabBar-tab{flex:0 0 auto;max-width:none;min-width:0}</style>"
+            "<b>nbtrain</b> — fine-tuning settings"
+        )
         self.panel = W.VBox([title, bar, self.tabs, self.status, self.output])
         self.panel.add_class("nbt-form")
         self.set_config(config if config is not None else Config())
@@ -153,11 +157,11 @@ class FinetuneForm:
         if kind == "checkbox":
             w = W.Checkbox(value=False, indent=False, **common)
         elif kind == "tristate":
-            w = W.Dropdown(options=[("auto", None), ("yes", True), ("no", False)], **common)
+            w = W.Dropdown(options=[("auto", S.AUTO), ("yes", True), ("no", False)], **common)
         elif kind == "dropdown":
             opts = [(c, c) for c in spec.choices or ()]
             if spec.nullable:
-                opts.insert(0, ("auto", None))
+                opts.insert(0, ("auto", S.AUTO))
             w = W.Dropdown(options=opts, **common)
         elif kind == "yaml":
             w = W.Textarea(placeholder="adam_beta1: 0.9\ndataloader_num_workers: 2", **common)

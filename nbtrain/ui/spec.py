@@ -33,6 +33,7 @@ SECTIONS = (
 LORA_SWITCH = "lora"  # the key of the "use LoRA" checkbox
 TRAINING_ARGS = "training_args"
 FORM_ERROR = "_form"  # errors that name no field
+AUTO = "(auto)"  # a dropdown's "left out" value (None cannot be a selected dropdown value)
 _TEXT_KINDS = ("int", "float", "str", "str_list", "column", "source", "model", "float_list")
 _REF = re.compile(r"^\{([A-Za-z_]\w*)\}$")
 
@@ -190,10 +191,10 @@ def _num_text(v: float) -> str:
 def to_widget(spec: FieldSpec, value: Any) -> Any:
     """The widget value showing ``value`` (a canonical config value) for ``spec``."""
     w = spec.widget
-    if w in ("checkbox", "tristate"):
-        return value if value is None or w == "tristate" else bool(value)
-    if w == "dropdown":
-        return value
+    if w == "checkbox":
+        return bool(value)
+    if w in ("tristate", "dropdown"):
+        return AUTO if value is None else value
     if w == "yaml":
         if not value:
             return ""
@@ -215,6 +216,8 @@ def to_widget(spec: FieldSpec, value: Any) -> Any:
 def from_widget(spec: FieldSpec, wv: Any, namespace: dict[str, Any] | None = None) -> Any:
     """The raw config value a widget value stands for (checked later by the config loader)."""
     w = spec.widget
+    if w in ("tristate", "dropdown") and wv == AUTO:
+        return None
     if w != "text":
         return wv
     text = str(wv).strip()
