@@ -105,9 +105,15 @@ def test_torn_checkpoint_is_never_chosen_and_is_cleaned_up(run_copy, tear):
     assert newest_complete(run).step == 4
     if tear != "no_marker":
         return
-    # Re-running resumes from checkpoint-4; the torn folder is removed first.
+    # A save cut off early: only part of the weights file (training never saves at step 7).
+    half = run / "checkpoint-7"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes((torn / "model.safetensors").read_bytes()[:999])
+    assert newest_complete(run).step == 4
+    # Re-running resumes from checkpoint-4; the torn folders are removed first.
     result = nbtrain.finetune(cfg, display="none")
     assert result.status == "finished"
+    assert not half.exists()
     starts = [ev for ev in read_events(run) if ev.type == "start"]
     assert starts[-1].resumed_from == str(run / "checkpoint-4")
 
