@@ -170,3 +170,8 @@ def test_import_is_light():
             "'matplotlib','ipywidgets') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dotted_keys_in_a_dict():
+    cfg = load_config({"model": "m", "data": {"train": "t.csv"}, "data.eval": "e.csv", "lora.r": 4})
+    assert cfg.data.train == "t.csv" and cfg.data.eval == "e.csv" and cfg.lora.r == 4

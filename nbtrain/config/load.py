@@ -144,7 +144,14 @@ def _as_mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate and coerce a plain mapping into a :class:`Config`."""
-    raw = dict(raw)
+    def dotted(key: Any) -> bool:
+        return isinstance(key, str) and "." in key and key.split(".", 1)[0] in _SECTIONS
+
+    expanded = {k: v for k, v in raw.items() if not dotted(k)}
+    for key, value in raw.items():
+        if dotted(key):
+            set_dotted(expanded, key, value)  # {"data.train": x} means data: {train: x}
+    raw = expanded
     top_aliases = alias_map(Config)
     known = {f.name: f for f in dataclasses.fields(Config)}
     values: dict[str, Any] = {}

@@ -546,7 +546,9 @@ def _train(
     callbacks += list(cfg.callbacks or [])
 
     trainer_cls = cfg.trainer_class or Trainer
-    with _tensorboard_dir(cfg, run_dir):
+    from nbtrain.engine.model import quiet_transformers
+
+    with _tensorboard_dir(cfg, run_dir), quiet_transformers():
         trainer = trainer_cls(
             model=model,
             args=args,
