@@ -136,3 +136,15 @@ def test_rerun_of_finished_run_does_not_retrain(tiny_bert, sentiment_csv, runs_d
     assert first.status == again.status == "finished"
     assert len(_resumed_from(first.output_dir)) == 1  # no second training start
     assert newest_complete(first.output_dir) is not None
+
+
+@pytest.mark.slow  # three runs of their own; CI runs it
+def test_lora_interrupt_then_resume_equals_straight_run(tiny_bert, sentiment_csv, tmp_path):
+    def cfg(name: str) -> dict:
+        return {**_cfg(tiny_bert, sentiment_csv, tmp_path / name, name), "lora": {"r": 4}}
+
+    straight = nbtrain.finetune(cfg("straight"), display="none").model.state_dict()
+    result, ckpt = _interrupt_then_resume(cfg("cut"), {"callbacks": [InterruptAt(8)]})
+    assert (ckpt / "adapter_model.safetensors").is_file()
+    assert any("lora_" in k for k in straight)
+    _assert_same(straight, result.model.state_dict())
