@@ -15,9 +15,7 @@ import keyword
 import os
 import re
 import shlex
-import sys
 from collections.abc import Mapping
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Unicode
 
 from nbtrain.errors import ConfigError, RunInterrupted, TrainingFailed, did_you_mean
+from nbtrain.runviews import View, config_view, runs_view, show_view, version_view
 
 DISPLAY_CHOICES = ("auto", "html", "widgets", "text", "none")
 _REF = re.compile(r"^\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}$")
@@ -135,147 +134,6 @@ def build_config(
     if name:
         extra["name"] = name
     return load_config(raw, **extra)
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs with a text and an HTML form
-
-
-class View:
-    """Something ``%nbtrain`` shows: the same content as plain text and as HTML."""
-
-    def __init__(self, text: str, html: str | None = None) -> None:
-        self.text = text
-        self.html = html if html is not None else f"<pre>{escape(text)}</pre>"
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        return self.html
-
-
-def _table(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    text = "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]
-    )
-    head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{escape(str(c))}</td>" for c in r) + "</tr>"
-        for r in rows
-    )
-    return text, f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _headline_metric(info: Any) -> str:
-    if info.best_metric:
-        k, v = info.best_metric
-        return f"{k}={_fmt(v)}"
-    m = info.metrics
-    keys = [k for k in m if not k.endswith(("runtime", "per_second"))]
-    ordered = sorted(keys, key=lambda k: (not k.startswith("eval_"), k.endswith("loss")))
-    for k in ordered:
-        if k.startswith("eval_") or k in ("loss", "train_loss"):
-            return f"{k.removeprefix('eval_')}={_fmt(m[k])}"
-    return "-"
-
-
-def runs_view(runs_dir: str | os.PathLike) -> View:
-    """``%nbtrain runs``: name, status, steps, best metric and size of every run."""
-    from nbtrain.checkpoints import list_runs
-    from nbtrain.cli import _size
-
-    runs = list_runs(runs_dir)
-    if not runs:
-        return View(f"No runs in {os.fspath(runs_dir)}/ yet.")
-    rows = [
-        [
-            r.name,
-            r.status,
-            f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps),
-            _headline_metric(r),
-            _size(r.size_bytes),
-        ]
-        for r in runs
-    ]
-    text, html = _table(["name", "status", "steps", "metric", "size"], rows)
-    return View(
-        text, f"<div><b>nbtrain runs</b> in <code>{escape(str(runs_dir))}</code>{html}</div>"
-    )
-
-
-def show_view(name: str, runs_dir: str | os.PathLike) -> View:
-    """``%nbtrain show NAME``: the run's card when it has one, else a summary."""
-    from nbtrain.api import load_run
-    from nbtrain.checkpoints import list_checkpoints, run_status
-
-    result = load_run(name, runs_dir=runs_dir)
-    info = run_status(result.output_dir)
-    ckpts = list_checkpoints(result.output_dir)
-    lines = [
-        f"run {info.name}: {info.status}",
-        f"  folder      {result.output_dir}",
-        f"  steps       {info.steps}" + (f"/{info.total_steps}" if info.total_steps else ""),
-    ]
-    lines += [f"  {k:<11} {_fmt(v)}" for k, v in info.metrics.items()]
-    if ckpts:
-        flags = [
-            c.name + (" (best)" if c.is_best else "") + (" (newest)" if c.is_newest else "")
-            for c in ckpts
-        ]
-        lines.append(f"  checkpoints {', '.join(flags)}")
-    lines.append(f"  final model {'yes' if result.final_dir.is_dir() else 'no'}")
-    text = "\n".join(lines)
-    card = result.output_dir / "card.html"
-    html = card.read_text(encoding="utf-8") if card.is_file() else None
-    if html is None:
-        rows = [[k, _fmt(v)] for k, v in info.metrics.items()]
-        _, table = _table(["metric", "value"], rows) if rows else ("", "")
-        html = (
-            f"<div><b>nbtrain run</b> <code>{escape(info.name)}</code> — {escape(info.status)}, "
-            f"step {info.steps}{f'/{info.total_steps}' if info.total_steps else ''}"
-            f"<br><small>{escape(str(result.output_dir))}</small>{table}"
-            f"<small>{len(ckpts)} checkpoint(s); final model: "
-            f"{'yes' if result.final_dir.is_dir() else 'no'}</small></div>"
-        )
-    return View(text, html)
-
-
-def config_view(name: str, runs_dir: str | os.PathLike) -> View:
-    """``%nbtrain config NAME``: the run's resolved ``config.yaml``."""
-    from nbtrain.api import load_run
-
-    result = load_run(name, runs_dir=runs_dir)
-    text = (result.output_dir / "config.yaml").read_text(encoding="utf-8")
-    return View(text, f"<pre>{escape(text)}</pre>")
-
-
-def version_view() -> View:
-    """``%nbtrain version``: nbtrain, transformers, torch and the device training would use."""
-    from importlib import metadata
-
-    import nbtrain
-
-    rows = [["nbtrain", nbtrain.__version__]]
-    for pkg in ("transformers", "torch", "datasets", "peft", "accelerate"):
-        try:
-            rows.append([pkg, metadata.version(pkg)])
-        except metadata.PackageNotFoundError:
-            rows.append([pkg, "not installed"])
-    rows.append(["python", sys.version.split()[0]])
-    try:
-        from nbtrain.engine.model import device_info
-
-        rows.append(["device", device_info().label])
-    except ImportError as e:  # torch missing: say so rather than fail
-        rows.append(["device", f"unknown ({e})"])
-    text, html = _table(["package", "version"], rows)
-    return View(text, html)
 
 
 def _plugin(module: str, attr: str) -> Any:

