@@ -10,6 +10,9 @@ Two measures, in one process:
   update) over the training time of the view-on run: the overhead itself, with no noise from
   other processes. Goal: <= 3 %.
 
+``--synthetic STEP_MS`` measures the view alone on a simulated run (steps of STEP_MS ms of busy
+CPU, no model): the view's share when steps are as fast as on a GPU, in seconds, not hours.
+
 Outside a kernel there is no frontend, so the view's display function does what IPython's
 does with each frame: build the mimebundle (HTML + text) and serialize it to JSON.
 """
@@ -94,11 +97,91 @@ def one_run(data: Path, steps: int, runs_dir: Path, name: str, view) -> float:
     return float(captured["duration"])
 
 
+def synthetic(steps: int, step_ms: float, log_every: int = 5, prepare_s: float = 2.0) -> dict:
+    """The view alone, fed the events of a run whose steps take ``step_ms`` (no model).
+
+    Busy-waits each step so the view competes for the CPU as it would with real training,
+    then reports the share of the wall time spent inside the view.
+    """
+    from nbtrain.display.frontend import Frontend
+    from nbtrain.display.live import HtmlRenderer
+    from nbtrain.events import Evaluated, Logged, RunEnded, RunStarted, Stage, StepEnd
+
+    sink = KernelLikeDisplay()
+    view = HtmlRenderer(display=sink, frontend=Frontend.JUPYTER, write_card=False)
+    timed = Timed(view)
+    # Preparation (reading, tokenizing, loading the model) takes seconds in any real run;
+    # the view shows it, and uses it to import matplotlib in the background.
+    timed(Stage(name="load_model", status="start", detail="simulated"))
+    time.sleep(prepare_s)
+    timed(Stage(name="load_model", status="done"))
+    t_start = time.perf_counter()
+    timed(
+        RunStarted(
+            run="synthetic",
+            total_steps=steps,
+            num_epochs=1.0,
+            batch_size=16,
+            train_samples=steps * 16,
+            config={},
+        )
+    )
+    for step in range(1, steps + 1):
+        until = time.perf_counter() + step_ms / 1000
+        while time.perf_counter() < until:
+            pass
+        timed(StepEnd(step=step, epoch=step / steps, total_steps=steps))
+        if step % log_every == 0:
+            lr = 5e-5 * (1 - step / steps)
+            timed(
+                Logged(
+                    step=step,
+                    epoch=step / steps,
+                    values={"loss": 0.7 / (1 + step / 50), "learning_rate": lr},
+                )
+            )
+        if step % max(1, steps // 4) == 0:
+            timed(
+                Evaluated(
+                    step=step,
+                    epoch=step / steps,
+                    metrics={"loss": 0.5 / (1 + step / 80), "accuracy": 0.5 + step / steps / 3},
+                )
+            )
+    total = time.perf_counter() - t_start
+    in_training = timed.seconds
+    # The end turns the view into the card; every run writes a card, view or not, and
+    # after training: not part of the view's training overhead.
+    t_end = time.perf_counter()
+    timed(RunEnded(step=steps, status="finished", duration_s=total))
+    end_s = time.perf_counter() - t_end
+    return {
+        "mode": f"synthetic, {step_ms:g} ms/step",
+        "steps": steps,
+        "wall_s": round(total, 2),
+        "in_view_s": round(in_training, 3),
+        "in_view_fraction": round(in_training / total, 4),
+        "end_card_s": round(end_s, 3),
+        "frames": sink.frames,
+        "figures": view.figures,
+        "bytes_per_frame": sink.bytes_sent // max(1, sink.frames),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--data", type=Path, default=SST2)
+    ap.add_argument(
+        "--synthetic",
+        type=float,
+        metavar="STEP_MS",
+        help="measure the view alone on a simulated run with steps of STEP_MS milliseconds",
+    )
     args = ap.parse_args()
+    if args.synthetic:
+        print(json.dumps(synthetic(args.steps, args.synthetic), indent=1))
+        return
     if not (args.data / "train.tsv").exists():
         raise SystemExit(f"SST-2 not found in {args.data}; pass --data DIR with train.tsv, dev.tsv")
 

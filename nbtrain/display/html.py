@@ -8,6 +8,7 @@ plain tables and ``<progress>`` so a saved notebook still reads on GitHub, which
 from __future__ import annotations
 
 import base64
+import functools
 from html import escape
 from typing import Any
 
@@ -193,6 +194,7 @@ def _box(color: str, body: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4)  # the same figure goes out with many bar frames
 def png_img(png: bytes | None, alt: str, width: int = 1000) -> str:
     if not png:
         return ""

@@ -8,6 +8,8 @@ the saved notebook holds one view, not thousands.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,24 @@ class View:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def _preload_matplotlib() -> None:
+    """Import matplotlib in the background while the data and the model load.
+
+    The first figure would otherwise pay for the import (1-3 s) in the middle of training.
+    """
+    if "matplotlib.backends.backend_agg" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg
+            import matplotlib.figure  # noqa: F401
+        except Exception:
+            pass  # the figure reports the problem when it is drawn
+
+    threading.Thread(target=load, name="nbtrain-preload-matplotlib", daemon=True).start()
 
 
 def _ipython_display(obj: Any) -> Any:
@@ -93,9 +113,13 @@ class HtmlRenderer:
         self._figure_dirty = False
         self._figure_error: str | None = None
         self._final: View | None = None
+        self._preloading = False
 
     # -- events ------------------------------------------------------------------------------
     def __call__(self, ev: Event) -> None:
+        if not self._preloading:
+            self._preloading = True
+            _preload_matplotlib()
         self.state.update(ev)
         t = ev.type
         if t == "start" and self.state.run:
@@ -112,11 +136,12 @@ class HtmlRenderer:
         if not forced and now - self._last_draw < self.bar_interval:
             return
         since = now - self._last_figure
-        # Every evaluation gets its point drawn, unless evaluations come so fast (eval_steps=1)
-        # that drawing them all would dominate: then the regular figure cadence catches up.
-        figure = (t == "eval" and since >= 10 * self._figure_cost) or (
-            self._figure_dirty
-            and since >= max(self.figure_interval, FIGURE_COST_FACTOR * self._figure_cost)
+        budget = FIGURE_COST_FACTOR * self._figure_cost
+        # An evaluation always redraws the view and, unless the last figure is very recent for
+        # what figures cost on this machine, the figure: its point shows at once. Otherwise
+        # figures follow their own, slower cadence. Either way plotting stays within budget.
+        figure = self._figure_dirty and (
+            (t == "eval" and since >= budget) or since >= max(self.figure_interval, budget)
         )
         self._draw(figure=figure)
 
@@ -137,7 +162,7 @@ class HtmlRenderer:
 
         t0 = self.clock()
         try:
-            self._png = curves_png(self.state)
+            self._png = curves_png(self.state, dpi=100)
         except Exception as e:  # a plotting problem must not cost the run or the view
             self._figure_error = f"Curves unavailable ({type(e).__name__}: {e})."
             self._png = None

@@ -70,7 +70,9 @@ def curves_png(state: RunState, *, card: bool = False, dpi: int = 120) -> bytes:
     if confusion:
         fig.subplots_adjust(bottom=0.1)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    # Live frames favour speed (zlib level 1: ~20 % faster, ~7 % bigger); the card, size.
+    level = 6 if card else 1
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", pil_kwargs={"compress_level": level})
     return buf.getvalue()
 
 
