@@ -272,6 +272,7 @@ def test_train_then_stop_from_another_thread(fast_cfg, runs_dir):
     assert run.result.status == "finished", run.error
     html = f.output.outputs[0]["data"]["text/html"]
     assert "nbt-card" in html and "finished" in html and "eval_accuracy" in html
+    assert f.status.value == "Run tiny: finished." and not f.train_button.disabled
 
     g = FinetuneForm(
         load_config({**fast_cfg, "name": "long", "epochs": 200, "eval_strategy": "no"})

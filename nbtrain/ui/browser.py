@@ -54,7 +54,9 @@ def fmt_size(n: int) -> str:
 
 
 def fmt_metrics(metrics: dict[str, float]) -> str:
-    keep = {k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second"))}
+    keep = {
+        k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second", "total_flos"))
+    }
     return ", ".join(
         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items()
     )
@@ -274,7 +276,7 @@ class CheckpointBrowser:
             W.GridBox(
                 cells,
                 layout=W.Layout(
-                    grid_template_columns="150px 60px 60px minmax(160px, 1fr) 80px 110px 95px 75px 95px",
+                    grid_template_columns="130px 50px 50px minmax(260px, 1fr) 75px 90px 95px 75px 95px",
                     grid_gap="2px 6px",
                 ),
             ),

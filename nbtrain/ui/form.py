@@ -135,17 +135,20 @@ class FinetuneForm:
         self.train_button.on_click(lambda _: self.train())
         self.stop_button.on_click(lambda _: self.stop())
         self.copy_button.on_click(lambda _: self.copy_as_cell())
-        self.status = W.HTML()
+        self.status = W.HTML()  # what the run is doing
         self.status.add_class("nbt-status")
+        self.form_error = W.HTML()  # a problem that names no single field
+        self.form_error.add_class("nbt-form-error")
         self.output = W.Output(layout=W.Layout(border="1px solid #ddd", min_height="30px"))
         self.output.add_class("nbt-output")
         bar = W.HBox([self.preset, self.train_button, self.stop_button, self.copy_button])
         # Section names are long; let the tabs take the width they need.
         title = W.HTML(
-            "<style>.nbt-form .lm-TabBar-tab{flex:0 0 auto;max-width:none;min-width:0}</style>"
+            "<style>.nbt-form .widget-tab>.lm-TabBar .lm-TabBar-tab{flex:0 0 auto !important;"
+            "max-width:none !important}</style>"
             "<b>nbtrain</b> — fine-tuning settings"
         )
-        self.panel = W.VBox([title, bar, self.tabs, self.status, self.output])
+        self.panel = W.VBox([title, bar, self.tabs, self.form_error, self.status, self.output])
         self.panel.add_class("nbt-form")
         self.set_config(config if config is not None else Config())
 
@@ -234,7 +237,7 @@ class FinetuneForm:
         )
         form_err = self.errors.get(S.FORM_ERROR, "")
         running = self._training
-        self.status.value = (
+        self.form_error.value = (
             f"<span style='color:#b00020'>{html.escape(form_err)}</span>" if form_err else ""
         )
         self.train_button.disabled = self.config is None or running

@@ -85,7 +85,8 @@ class PanelView:
         elif t == "eval":
             self.evals.append((ev.step, ev.epoch, dict(ev.metrics)))
         elif t == "checkpoint":
-            self.checkpoints.append(Path(ev.path).name)
+            if Path(ev.path).name not in self.checkpoints:
+                self.checkpoints.append(Path(ev.path).name)
         elif t == "notice":
             self.notices.append(ev.message)
         elif t == "error":

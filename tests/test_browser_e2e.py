@@ -1,0 +1,353 @@
+"""The widget form and checkpoint browser in a real JupyterLab, driven by headless Chromium.
+
+Starts ``jupyter lab`` from this venv on a free port with a temporary notebook folder, config
+and kernelspec (hermetic), opens a notebook with Playwright and clicks through: the form, a bad
+value's message, Train (progress, then the run card), Stop on a long run (a checkpoint), and the
+checkpoint browser deleting a non-best checkpoint. Screenshots of every stage go to a temporary
+folder and a few to /tmp/nbtrain-shots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.conftest import build_tiny_bert, make_texts
+except ImportError:  # tests/ is not a package
+    from conftest import build_tiny_bert, make_texts
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path("/tmp/nbtrain-shots")
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _notebook(cells: list[str]) -> dict:
+    return {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "metadata": {},
+                "outputs": [],
+                "source": c,
+            }
+            for c in cells
+        ],
+        "metadata": {
+            "kernelspec": {
+                "name": "nbtrain-e2e",
+                "display_name": "nbtrain e2e",
+                "language": "python",
+            }
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("lab")
+    root, data_dir, config_dir = base / "nb", base / "jupyter-data", base / "jupyter-config"
+    for d in (root, data_dir, config_dir):
+        d.mkdir()
+    build_tiny_bert(root / "tiny-bert")
+    for split, n, seed in (("train", 96, 0), ("dev", 32, 1)):
+        lines = ["text,label"] + [f"{t},{lab}" for t, lab in make_texts(n, seed)]
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    (config_dir / "labconfig").mkdir()
+    (config_dir / "labconfig" / "page_config.json").write_text(  # no news pop-up over the cells
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    spec = data_dir / "kernels" / "nbtrain-e2e"
+    spec.mkdir(parents=True)
+    kernel_env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "2",
+    }
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "nbtrain e2e",
+                "language": "python",
+                "env": kernel_env,
+            }
+        )
+    )
+    token, port = "nbtrain-e2e-token", _free_port()
+    env = dict(
+        os.environ,
+        JUPYTER_PATH=str(data_dir),
+        JUPYTER_DATA_DIR=str(data_dir),
+        JUPYTER_CONFIG_DIR=str(config_dir),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        **kernel_env,
+    )
+    log = open(base / "lab.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+        ],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() - t0 > 120:
+                    pytest.fail(
+                        "jupyter lab did not start:\n" + (base / "lab.log").read_text()[-3000:]
+                    )
+                time.sleep(0.5)
+        yield {"url": url, "token": token, "root": root, "base": base}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def page(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+        pg.set_default_timeout(60_000)
+        try:
+            yield pg
+        finally:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(SHOTS / "last-state.png"))  # what the page showed at the end
+            browser.close()
+
+
+class Shots:
+    def __init__(self, page, folder: Path) -> None:
+        self.page, self.folder, self.n = page, folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, locator=None) -> Path:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        (locator or self.page).screenshot(path=str(path))
+        shutil.copy(path, SHOTS / path.name)
+        return path
+
+
+def _run_cell(page, index: int, timeout: float = 120.0) -> None:
+    """Run one cell and wait until its prompt shows an execution count."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    prompt = cell.locator(".jp-InputPrompt")
+    t0 = time.time()
+    while True:
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        t1 = time.time()
+        while time.time() - t1 < 15:
+            if re.search(r"\[\d+\]", prompt.inner_text()):
+                return
+            time.sleep(0.25)
+        if "*" in prompt.inner_text():  # queued behind the kernel start: keep waiting
+            page.wait_for_function(
+                "el => /\\[\\d+\\]/.test(el.innerText)",
+                arg=prompt.element_handle(),
+                timeout=timeout * 1000,
+            )
+            return
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"cell {index} did not run; prompt {prompt.inner_text()!r}")
+
+
+def _progress_step(page) -> int:
+    text = page.locator(".nbt-form .nbt-progress").last.inner_text()
+    m = re.search(r"step (\d+)/", text)
+    return int(m.group(1)) if m else -1
+
+
+def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
+    root = lab["root"]
+    cells = [
+        "%load_ext nbtrain",
+        "%finetune_form tiny-run --runs-dir runs",
+        "%nbtrain checkpoints tiny-run --runs-dir runs",
+    ]
+    (root / "e2e.ipynb").write_text(json.dumps(_notebook(cells)))
+    shot = Shots(page, tmp_path / "shots")
+    page.goto(f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
+
+    # -- the form ------------------------------------------------------------------------------
+    _run_cell(page, 0)
+    _run_cell(page, 1)
+    form = page.locator(".nbt-form")
+    form.wait_for(timeout=120_000)
+    shot("form-opened", form)
+    form.locator(".nbt-field-model input").fill(str(root / "tiny-bert"))
+    form.locator(".lm-TabBar-tab", has_text="Data").click()
+    form.locator(".nbt-field-data-train input").fill(str(root / "train.csv"))
+    form.locator(".nbt-field-data-eval input").fill(str(root / "dev.csv"))
+    form.locator(".lm-TabBar-tab", has_text="Training").click()
+    form.locator(".nbt-field-learning_rate input").fill("fast")
+    error = form.locator(".nbt-error-learning_rate")
+    page.wait_for_function(
+        "el => el.innerText.includes('is not valid')", arg=error.element_handle()
+    )
+    assert "learning_rate: 'fast' is not valid; expected a number" in error.inner_text()
+    assert form.locator("button", has_text="Train").is_disabled()
+    shot("form-validation", form)
+    form.locator(".nbt-field-learning_rate input").fill("5e-3")
+    form.locator(".nbt-field-num_train_epochs input").fill("3")
+    page.wait_for_function("el => el.innerText === ''", arg=error.element_handle())
+    form.locator(".lm-TabBar-tab", has_text="Evaluation").click()
+    form.locator(".nbt-advanced:visible").get_by_text("Advanced").click()
+    form.locator(".nbt-field-save_total_limit input").fill("none")  # keep every checkpoint
+    train = form.locator("button", has_text="Train")
+    page.wait_for_function("el => !el.disabled", arg=train.element_handle())
+    shot("form-filled", form)
+
+    # -- Train: progress advances, then the card ----------------------------------------------
+    train.click()
+    form.locator(".nbt-progress").wait_for(timeout=120_000)
+    page.wait_for_function(
+        "() => /step [1-9]/.test(document.querySelector('.nbt-form .nbt-progress')?.innerText"
+        " || '')",
+        timeout=120_000,
+    )
+    shot("training-progress", form)
+    card = form.locator(".nbt-card")
+    card.wait_for(timeout=180_000)
+    assert "finished" in card.inner_text()
+    assert "eval_accuracy" in card.inner_text()
+    page.wait_for_function("el => !el.disabled", arg=train.element_handle())
+    assert "tiny-run: finished" in form.locator(".nbt-status").inner_text()
+    shot("training-card", form)
+    assert (root / "runs" / "tiny-run" / "final" / "model.safetensors").is_file()
+
+    # -- Stop on a longer run ------------------------------------------------------------------
+    form.locator(".lm-TabBar-tab", has_text="Model").click()
+    form.locator(".nbt-field-name input").fill("long-run")
+    form.locator(".lm-TabBar-tab", has_text="Training").click()
+    form.locator(".nbt-field-num_train_epochs input").fill("300")
+    page.wait_for_function("el => !el.disabled", arg=train.element_handle())
+    train.click()
+    page.wait_for_function(
+        "() => { const m = /step (\\d+)\\//.exec(document.querySelector("
+        "'.nbt-form .nbt-progress')?.innerText || ''); return m && +m[1] >= 3 }",
+        timeout=180_000,
+    )
+    before = _progress_step(page)
+    shot("long-run-progress", form)
+    form.locator("button", has_text="Stop").click()
+    page.wait_for_function(
+        "() => (document.querySelector('.nbt-form .nbt-card')?.innerText || '')"
+        ".includes('stopped')",
+        timeout=120_000,
+    )
+    card_text = form.locator(".nbt-card").inner_text()
+    page.wait_for_function("el => !el.disabled", arg=train.element_handle())
+    shot("long-run-stopped", form)
+    m = re.search(r"stopped at step (\d+)", card_text)
+    assert m, card_text
+    stopped_at = int(m.group(1))
+    assert before <= stopped_at < 300 * 6
+    assert (root / "runs" / "long-run" / f"checkpoint-{stopped_at}" / "model.safetensors").is_file()
+    assert f"checkpoint-{stopped_at}" in card_text
+
+    # -- the checkpoint browser: delete a non-best checkpoint ------------------------------------
+    _run_cell(page, 2)
+    browser = page.locator(".nbt-browser")
+    browser.wait_for(timeout=60_000)
+    browser.locator(".nbt-ckpt-table").get_by_text("★ best").wait_for()
+    shot("browser", browser)
+    deletable = browser.locator("button:not([disabled])", has_text="Delete")
+    assert deletable.count() >= 1
+    protected = browser.locator("button[disabled]", has_text="Delete")
+    assert protected.count() >= 1  # the best and the newest
+    victim = next(
+        c
+        for c in deletable.first.evaluate("el => el.className").split()
+        if c.startswith("nbt-delete-")
+    ).removeprefix("nbt-delete-")
+    deletable.first.click()
+    browser.locator(".nbt-confirm-delete").wait_for()
+    assert "cannot be undone" in browser.inner_text()
+    shot("browser-confirm", browser)
+    assert (root / "runs" / "tiny-run" / victim).is_dir()
+    browser.locator(".nbt-confirm-delete").click()
+    browser.locator(".nbt-browser-message", has_text=f"Deleted {victim}").wait_for()
+    assert not (root / "runs" / "tiny-run" / victim).exists()
+    browser.locator(f".nbt-ckpt-{victim}").wait_for(state="detached")  # the table was redrawn
+
+    # -- load a checkpoint and try it ----------------------------------------------------------
+    browser.locator("button", has_text="Try").last.click()
+    browser.locator(".nbt-try-text input").fill("a lovely and brilliant film")
+    browser.locator("button", has_text="Predict").click()
+    browser.locator(".nbt-pred-label").wait_for(timeout=60_000)
+    assert browser.locator(".nbt-pred-label").inner_text() in ("pos", "neg")
+    shot("browser-try", browser)
+
+    # -- the run card written at the end of the run --------------------------------------------
+    if (root / "runs" / "tiny-run" / "card.html").is_file():
+        browser.locator("button", has_text="Open card").click()
+        browser.locator(".nbt-card-frame").wait_for()
+        shot("browser-card", browser)
