@@ -27,6 +27,7 @@ CASES = {
     "bert-11M-full": (256, 4, 4, 16, 128, {}),
     "bert-41M-full": (512, 8, 8, 8, 128, {}),
     "bert-41M-gc": (512, 8, 8, 16, 128, {"gradient_checkpointing": True}),
+    "bert-11M-gc": (256, 4, 4, 64, 128, {"gradient_checkpointing": True}),
     "bert-110M-lora": (768, 12, 12, 8, 128, {"lora": {"r": 8}}),
 }
 

@@ -109,7 +109,7 @@ def test_breakdown_responds_to_each_option():
     lora = est(lora=LoraConfig(r=8))
     assert lora.gradients < base.gradients / 5 and lora.optimizer < base.optimizer / 5
     deep = copy.deepcopy(config)
-    deep.num_hidden_layers = 8
+    deep.num_hidden_layers = 12
     full = estimate_memory(_cfg(), deep, A100, task=task, suggest=False)
     gc = estimate_memory(_cfg(gradient_checkpointing=True), deep, A100, task=task, suggest=False)
     assert gc.activations < full.activations / 3

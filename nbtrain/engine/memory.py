@@ -321,7 +321,10 @@ def _activations(
         per_layer += tokens * h * (dtype_bytes + 1) * 2  # dropout on two adapted inputs
     layers = arch["layers"] + 1.5 * arch["decoder_layers"]  # + cross-attention
     if cfg.gradient_checkpointing:
-        acts = layers * tokens * h * dtype_bytes + per_layer  # layer inputs + one recomputed
+        # Layer inputs, plus, while one layer runs backward: its recomputed activations, their
+        # gradients and (on CPU, where malloc keeps them) the previous layer's freed buffers.
+        held = 3 if device_kind != "cuda" else 2
+        acts = layers * tokens * h * dtype_bytes + held * per_layer
     else:
         acts = layers * per_layer
     acts += tokens * h * (3 * dtype_bytes + 1)  # embeddings, their LayerNorm and dropout
