@@ -283,6 +283,11 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     shot("training-card", form)
     assert (root / "runs" / "tiny-run" / "final" / "model.safetensors").is_file()
 
+    # -- Copy as cell: the cell reaches the notebook with the next execution -----------------
+    form.locator("button", has_text="Copy as cell").click()
+    form.locator(".nbt-cell-text textarea").wait_for()
+    assert form.locator(".nbt-cell-text textarea").input_value().startswith("%%finetune tiny-run")
+
     # -- Stop on a longer run ------------------------------------------------------------------
     form.locator(".lm-TabBar-tab", has_text="Model").click()
     form.locator(".nbt-field-name input").fill("long-run")
@@ -315,6 +320,9 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
 
     # -- the checkpoint browser: delete a non-best checkpoint ------------------------------------
     _run_cell(page, 2)
+    copied = page.locator(".jp-Notebook .jp-Cell", has_text="%%finetune tiny-run")
+    copied.first.wait_for(timeout=30_000)  # inserted below the cell just run
+    assert "learning_rate: 0.005" in copied.first.inner_text()
     browser = page.locator(".nbt-browser")
     browser.wait_for(timeout=60_000)
     browser.locator(".nbt-ckpt-table").get_by_text("★ best").wait_for()

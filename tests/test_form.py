@@ -108,6 +108,17 @@ def test_form_to_cell_to_config_to_form_round_trip():
     assert again.cell_text() == text
 
 
+def test_copy_as_cell_sets_the_next_input():
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    f = FinetuneForm(load_config(RICH))
+    f.copy_button.click()
+    assert shell.rl_next_input == f.cell_text() == f.cell_box.value
+    assert f.cell_box.layout.display is None
+    assert "%%finetune cell" in f.status.value
+
+
 def test_cell_writes_notebook_objects_as_references():
     import pandas as pd
 

@@ -139,6 +139,8 @@ class FinetuneForm:
         self.status.add_class("nbt-status")
         self.form_error = W.HTML()  # a problem that names no single field
         self.form_error.add_class("nbt-form-error")
+        self.cell_box = W.Textarea(layout=W.Layout(width="100%", height="160px", display="none"))
+        self.cell_box.add_class("nbt-cell-text")
         self.output = W.Output(layout=W.Layout(border="1px solid #ddd", min_height="30px"))
         self.output.add_class("nbt-output")
         bar = W.HBox([self.preset, self.train_button, self.stop_button, self.copy_button])
@@ -148,7 +150,9 @@ class FinetuneForm:
             "max-width:none !important}</style>"
             "<b>nbtrain</b> — fine-tuning settings"
         )
-        self.panel = W.VBox([title, bar, self.tabs, self.form_error, self.status, self.output])
+        self.panel = W.VBox(
+            [title, bar, self.tabs, self.form_error, self.status, self.cell_box, self.output]
+        )
         self.panel.add_class("nbt-form")
         self.set_config(config if config is not None else Config())
 
@@ -255,7 +259,12 @@ class FinetuneForm:
         return S.cell_text(self.config)
 
     def copy_as_cell(self) -> str:
-        """Put the equivalent ``%%finetune`` cell below (``set_next_input``) and return it."""
+        """Put the equivalent ``%%finetune`` cell into the notebook and show it in the panel.
+
+        ``set_next_input`` reaches the notebook with the reply of an executed cell: called in a
+        cell, the new cell appears right below it; from the button (a widget message, not an
+        execution), it appears below the next cell you run. The text is shown in the panel too.
+        """
         text = self.cell_text()
         import sys
 
@@ -263,9 +272,14 @@ class FinetuneForm:
         shell = ip.get_ipython() if ip is not None else None
         if shell is not None:
             shell.set_next_input(text, replace=False)
-            self.status.value = "The %%finetune cell was added below this one."
-        else:
-            self.status.value = f"<pre>{html.escape(text)}</pre>"
+        self.cell_box.value = text
+        self.cell_box.layout.display = None
+        self.status.value = (
+            "The form as a %%finetune cell is shown below; it is also added to the notebook "
+            "(below the next cell you run)."
+            if shell is not None
+            else "The form as a %%finetune cell is shown below."
+        )
         return text
 
     def train(self) -> Any:
