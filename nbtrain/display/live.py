@@ -41,13 +41,13 @@ class View:
         return self.text
 
 
-def _preload_matplotlib() -> None:
+def _preload_matplotlib() -> threading.Thread | None:
     """Import matplotlib in the background while the data and the model load.
 
     The first figure would otherwise pay for the import (1-3 s) in the middle of training.
     """
     if "matplotlib.backends.backend_agg" in sys.modules:
-        return
+        return None
 
     def load() -> None:
         try:
@@ -56,7 +56,9 @@ def _preload_matplotlib() -> None:
         except Exception:
             pass  # the figure reports the problem when it is drawn
 
-    threading.Thread(target=load, name="nbtrain-preload-matplotlib", daemon=True).start()
+    thread = threading.Thread(target=load, name="nbtrain-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _ipython_display(obj: Any) -> Any:
@@ -114,12 +116,13 @@ class HtmlRenderer:
         self._figure_error: str | None = None
         self._final: View | None = None
         self._preloading = False
+        self._preload: threading.Thread | None = None
 
     # -- events ------------------------------------------------------------------------------
     def __call__(self, ev: Event) -> None:
         if not self._preloading:
             self._preloading = True
-            _preload_matplotlib()
+            self._preload = _preload_matplotlib()
         self.state.update(ev)
         t = ev.type
         if t == "start" and self.state.run:
@@ -157,8 +160,16 @@ class HtmlRenderer:
         self._show(View(self.html(), self.text()))
         self._last_draw = self.clock()
 
+    def _wait_for_preload(self) -> None:
+        # Never import matplotlib from two threads at once: wait for the background import.
+        if self._preload is not None:
+            self._preload.join()
+            self._preload = None
+
     def _render_figure(self) -> None:
         from nbtrain.display.plots import curves_png
+
+        self._wait_for_preload()
 
         t0 = self.clock()
         try:
@@ -195,6 +206,8 @@ class HtmlRenderer:
     def _finish(self) -> None:
         """The run ended: the view becomes the static run card (also written to disk)."""
         from nbtrain.display.card import card_is_current, render_card, save_card
+
+        self._wait_for_preload()
 
         html, png = render_card(self.state)
         if self.write_card and self.state.run_dir:
