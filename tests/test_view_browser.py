@@ -68,7 +68,13 @@ def test_card_and_live_view_in_jupyterlab(
         "env": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    env = dict(os.environ, JUPYTER_PATH=str(jupyter_path))
+    # Settings and workspaces in the tmp folder: switching the theme must not touch ~/.jupyter.
+    env = dict(
+        os.environ,
+        JUPYTER_PATH=str(jupyter_path),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
+    )
     os.environ["JUPYTER_PATH"] = str(jupyter_path)  # for nbclient, restored below
 
     config = {
@@ -162,3 +168,11 @@ def test_card_and_live_view_in_jupyterlab(
         server.wait(timeout=30)
     for name in ("card_jupyterlab.png", "live_jupyterlab.png", "card_jupyterlab_dark.png"):
         assert _not_blank(out_dir / name) > 0.05, f"{name} looks blank"
+    # The light screenshot is taken in the light theme, the dark one in the dark theme.
+    assert _mean(out_dir / "live_jupyterlab.png") > _mean(out_dir / "live_jupyterlab_dark.png")
+
+
+def _mean(path: Path) -> float:
+    from matplotlib.image import imread
+
+    return float(imread(path)[..., :3].mean())
