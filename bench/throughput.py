@@ -204,8 +204,8 @@ def machine_limit(seconds: float = 1.5) -> dict[str, Any]:
     from nbtrain.engine.model import packaged_model_path
 
     path = packaged_model_path(MODEL)
-    cfg = AutoConfig.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_config(cfg, num_labels=2)
+    cfg = AutoConfig.from_pretrained(path, num_labels=2)
+    model = AutoModelForSequenceClassification.from_config(cfg)
     embeddings = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     total = sum(p.numel() for p in model.parameters())
     non_embedding = total - embeddings
