@@ -63,7 +63,8 @@ def curves_png(state: RunState, *, card: bool = False, dpi: int = 120) -> bytes:
         _confusion_panel(axes[3], state.details)
     if card:
         fig.suptitle(_title(state), fontsize=12, color=INK, x=0.01, ha="left", fontweight="bold")
-        top = 0.9 if confusion else 0.8
+        two_lines = "\n" in _title(state)
+        top = (0.87 if two_lines else 0.9) if confusion else (0.74 if two_lines else 0.8)
     else:
         top = 0.88
     fig.subplots_adjust(left=0.06 if not confusion else 0.08, right=0.98, bottom=0.16, top=top)
@@ -82,7 +83,10 @@ def _title(state: RunState) -> str:
     for key in ("eval_accuracy", "eval_f1", "eval_loss", "train_loss"):
         if key in metrics:
             parts.append(f"{key} {fmt_num(metrics[key])}")
-    return "  ·  ".join(parts)
+    line = "  ·  ".join(parts)
+    if len(line) > 80:  # the figure is ~11 inches wide: keep the metrics on their own line
+        line = "  ·  ".join(parts[:2]) + "\n" + "  ·  ".join(parts[2:])
+    return line
 
 
 def _style(ax: Any, title: str, ylabel: str) -> None:
@@ -157,8 +161,21 @@ def _metrics_panel(ax: Any, state: RunState) -> None:
     best = state.best_metric
     if best and best[0] in names:
         _mark_best(ax, state, best[0])
+    _score_limits(ax, state, names[:6])
     _x_limits(ax, state)
     ax.legend(fontsize=8, frameon=True, framealpha=0.85, edgecolor="none", loc="best")
+
+
+def _score_limits(ax: Any, state: RunState, names: list[str]) -> None:
+    """Scores in [0, 1] get a y-range of at least 0.1: a flat or single-point curve must not be
+    blown up until 0.861 and 0.862 look far apart."""
+    ys = [r.metrics[n] for r in state.evals for n in names if n in r.metrics]
+    ys = [y for y in ys if math.isfinite(y)]
+    if not ys or min(ys) < 0 or max(ys) > 1:
+        return
+    lo, hi = min(ys), max(ys)
+    pad = max(0.05, (hi - lo) * 0.15)
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) + 0.02)
 
 
 def _mark_best(ax: Any, state: RunState, name: str) -> None:
