@@ -65,7 +65,7 @@ def check_executed_quickstart(path: Path) -> None:
     metrics = ast.literal_eval(_outputs(cells["run.metrics"]))
     assert metrics["eval_accuracy"] >= 0.8, metrics  # a meaningful accuracy on unseen phrases
 
-    preds = ast.literal_eval(_outputs(cells["run.predict(["]))
+    preds = ast.literal_eval(_outputs(cells["run.predict("]))
     assert [p["label"] for p in preds] == ["positive", "negative"]
 
     dry = _outputs(cells["%%finetune my-reviews --dry-run"])
