@@ -218,6 +218,7 @@ def test_gradient_checkpointing_with_lora_backprops():
 # -- a real run through nbtrain.finetune ----------------------------------------------------
 
 
+@pytest.mark.slow  # ~10-35 s on the shared 2-core machine
 def test_finetune_with_lora_writes_adapter_and_exports(fast_cfg, tmp_path: Path):
     import transformers as t
 
