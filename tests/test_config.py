@@ -136,7 +136,7 @@ def test_unsafe_yaml_is_rejected():
 def test_required_fields():
     with pytest.raises(nbtrain.ConfigError, match="model is required"):
         load_config("data: {train: x}")
-    with pytest.raises(nbtrain.ConfigError, match="data.train is required"):
+    with pytest.raises(nbtrain.ConfigError, match=r"data\.train is required"):
         load_config("model: m")
 
 

@@ -472,3 +472,17 @@ def test_a_resumed_run_shows_each_step_once() -> None:
     state = state_from_events(first + second)
     assert state.train_loss == [(10, 0.9), (30, 0.6)]
     assert [r.step for r in state.evals] == [20] and state.status == "training"
+
+
+def test_card_details_come_from_the_kept_best_evaluation():
+    from nbtrain.display.state import RunState
+    from nbtrain.events import Evaluated, RunEnded
+
+    state = RunState()
+    good = {"labels": ["a", "b"], "confusion_matrix": [[5, 0], [0, 5]], "per_class": {}}
+    worse = {"labels": ["a", "b"], "confusion_matrix": [[5, 0], [5, 0]], "per_class": {}}
+    state.update(Evaluated(step=6, metrics={"accuracy": 1.0}, details=good))
+    state.update(Evaluated(step=12, metrics={"accuracy": 0.5}, details=worse))
+    assert state.final_details == worse  # still training: the latest
+    state.update(RunEnded(step=12, best_checkpoint="runs/x/checkpoint-6"))
+    assert state.final_details == good  # the final model is the best checkpoint's

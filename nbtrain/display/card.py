@@ -82,9 +82,9 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
         ),
         _section("Final metrics", H.metrics_table(state.final_metrics) or "<i>none</i>"),
     ]
-    per_class = _per_class(state.details)
+    per_class = _per_class(state.final_details)
     if per_class:
-        blocks.append(_section("Per class (last evaluation)", per_class))
+        blocks.append(_section("Per class (final model)", per_class))
     config = _config(state.info.get("config") or {})
     if config:
         blocks.append(_section("Config", config))

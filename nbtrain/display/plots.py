@@ -45,7 +45,7 @@ def curves_png(state: RunState, *, card: bool = False, dpi: int = 120) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    confusion = bool(card and state.details.get("confusion_matrix"))
+    confusion = bool(card and state.final_details.get("confusion_matrix"))
     if confusion:
         fig = Figure(figsize=(10.5, 7.4), dpi=dpi, facecolor="white")
         grid = fig.add_gridspec(2, 2, hspace=0.5, wspace=0.28)
@@ -60,7 +60,7 @@ def curves_png(state: RunState, *, card: bool = False, dpi: int = 120) -> bytes:
     _metrics_panel(axes[1], state)
     _lr_panel(axes[2], state)
     if confusion:
-        _confusion_panel(axes[3], state.details)
+        _confusion_panel(axes[3], state.final_details)
     if card:
         fig.suptitle(_title(state), fontsize=12, color=INK, x=0.01, ha="left", fontweight="bold")
         two_lines = "\n" in _title(state)

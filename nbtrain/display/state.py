@@ -70,6 +70,7 @@ class RunState:
     logs: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     evals: list[EvalRow] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # of the latest evaluation
+    details_by_step: dict[int, dict[str, Any]] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     error: Any = None  # ErrorEvent
@@ -116,6 +117,7 @@ class RunState:
             self.evals.append(EvalRow(ev.step, ev.epoch, dict(ev.metrics)))
             if ev.details:
                 self.details = dict(ev.details)
+                self.details_by_step[ev.step] = self.details
             self._progress(ev)
         elif t == "checkpoint":
             self.checkpoints.append(ev.path)
@@ -257,6 +259,16 @@ class RunState:
             if value is None or (v > value if greater else v < value):
                 idx, value = i, v
         return idx
+
+    @property
+    def final_details(self) -> dict[str, Any]:
+        """Confusion matrix and per-class scores of the final model: the best evaluation's when
+        the run kept its best checkpoint, else the latest."""
+        if self.end is not None and self.end.best_checkpoint:
+            step = _checkpoint_step(self.end.best_checkpoint)
+            if step in self.details_by_step:
+                return self.details_by_step[step]
+        return self.details
 
     @property
     def final_metrics(self) -> dict[str, float]:

@@ -672,7 +672,7 @@ def _train(
             {
                 f"train_{k}" if not k.startswith("train_") else k: float(v)
                 for k, v in train_out.metrics.items()
-                if isinstance(v, (int, float))
+                if isinstance(v, (int, float)) and k != "epoch"
             }
         )
     if prep.eval is not None:
