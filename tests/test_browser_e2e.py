@@ -253,7 +253,10 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
         "el => el.innerText.includes('is not valid')", arg=error.element_handle()
     )
     assert "learning_rate: 'fast' is not valid; expected a number" in error.inner_text()
-    assert form.locator("button", has_text="Train").is_disabled()
+    # The message and the button's state arrive as separate widget-state messages.
+    train = form.locator("button", has_text="Train")
+    page.wait_for_function("el => el.disabled", arg=train.element_handle(), timeout=30_000)
+    assert train.is_disabled()
     shot("form-validation", form)
     form.locator(".nbt-field-learning_rate input").fill("5e-3")
     form.locator(".nbt-field-num_train_epochs input").fill("3")
