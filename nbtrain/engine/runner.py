@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
-import math
 import os
-import platform
-import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +22,26 @@ from nbtrain.checkpoints import (
     run_status,
     write_marker,
 )
-from nbtrain.config import Config, config_to_dict, diff_configs
-from nbtrain.config.refs import Ref, describe, fingerprint, unwrap
+from nbtrain.config import Config, config_to_dict
+from nbtrain.config.refs import Ref, unwrap
 from nbtrain.config.training_args import translate
 from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
+    Prepared,
+    describe_model,
+    prepare,
+    steps_per_epoch,
+    total_steps,
+)
+from nbtrain.engine.rundir import (  # noqa: F401
+    _drop_incomplete,
+    _end_metrics,
+    default_name,
+    identity,
+    is_main_process,
+    open_run,
+    write_env,
+)
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
@@ -45,25 +55,6 @@ from nbtrain.events import (
     Subscriber,
     read_events,
 )
-
-_IDENTITY_IGNORED = {"name", "runs_dir"}
-
-
-@dataclass
-class Prepared:
-    """Everything needed to train, before the Trainer exists (also what a dry run shows)."""
-
-    cfg: Config
-    task: Any
-    tokenizer: Any
-    model_source: Any
-    model_config: Any
-    train: Any
-    eval: Any
-    max_length: int
-    labels: list[str] | None
-    notices: list[str]
-    raw_train_rows: int
 
 
 @dataclass
@@ -82,60 +73,6 @@ class Outcome:
     reused: bool = False  # a finished run shown again without retraining
 
 
-def default_name(cfg: Config) -> str:
-    model = cfg.model if isinstance(cfg.model, str) else describe(cfg.model).strip("{}<>")
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).name).strip("-") or "run"
-    if world_size() > 1:
-        # Every process of `accelerate launch` must agree on the folder: name it by content.
-        digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
-        return f"{base}-{digest[:10]}"
-    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun/accelerate (or a plain single process) owns the run folder."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
-
-
-def identity(cfg: Config) -> dict[str, Any]:
-    """The parts of a config that define a run: same identity, same run (resume, reuse)."""
-    d = config_to_dict(cfg)
-    for key in _IDENTITY_IGNORED:
-        d.pop(key, None)
-    prints = {}
-    for key, value in (
-        ("data.train", cfg.data.train),
-        ("data.eval", cfg.data.eval),
-        ("model", cfg.model),
-    ):
-        fp = fingerprint(value) if not isinstance(unwrap(value), str) else None
-        if fp:
-            prints[key] = fp
-    if prints:
-        d["fingerprints"] = prints
-    return json.loads(json.dumps(d, default=str))
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Any:
-    import datasets
-
-    was = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was:
-            datasets.enable_progress_bars()
-
-
 @contextlib.contextmanager
 def _quiet_hf_progress() -> Any:
     """No tqdm bars from transformers ("Writing model shards") while the engine works."""
@@ -148,236 +85,6 @@ def _quiet_hf_progress() -> Any:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def prepare(cfg: Config, bus: EventBus) -> Prepared:
-    """Load data and tokenizer, pick the task, tokenize. Raises ConfigError/DataError."""
-    from nbtrain.engine.data import load_raw
-    from nbtrain.engine.model import load_pretrained_config, load_tokenizer, resolve_model_name
-    from nbtrain.engine.tasks import get_task, infer_task
-
-    with _quiet_datasets():
-        bus.emit(Stage(name="load_data", status="start", detail=describe_source(cfg)))
-        raw = load_raw(cfg.data, seed=cfg.seed)
-        bus.emit(
-            Stage(
-                name="load_data",
-                status="done",
-                done=len(raw.train),
-                total=len(raw.train),
-                detail=f"{len(raw.train)} train rows"
-                + (f", {len(raw.eval)} eval rows" if raw.eval is not None else ""),
-            )
-        )
-
-        model_obj = unwrap(cfg.model)
-        model_source = resolve_model_name(model_obj) if isinstance(model_obj, str) else model_obj
-        if isinstance(model_source, str):
-            model_config = load_pretrained_config(model_source, cfg)
-        else:
-            model_config = getattr(model_source, "config", None)
-        archs = list(getattr(model_config, "architectures", None) or [])
-
-        task_name = cfg.task or infer_task(list(raw.train.column_names), cfg, archs)
-        task = get_task(task_name, cfg)
-        prepared = task.prepare(raw)
-        notices = list(prepared.notices)
-        if cfg.task is None:
-            notices.insert(0, f"Task inferred from the data: {task_name} (set task: to change).")
-        if model_config is not None:
-            task.check_model_config(model_config, str(describe_model(cfg)))
-
-        tokenizer = load_tokenizer(cfg, model_source)
-        max_length = _max_length(cfg, tokenizer, model_config)
-        total = len(prepared.train) + (len(prepared.eval) if prepared.eval is not None else 0)
-        bus.emit(
-            Stage(name="tokenize", status="start", total=total, detail=f"max_length {max_length}")
-        )
-        train_tok = task.tokenize(prepared.train, tokenizer, max_length)
-        eval_tok = (
-            task.tokenize(prepared.eval, tokenizer, max_length)
-            if prepared.eval is not None
-            else None
-        )
-        if eval_tok is not None and "length" in eval_tok.column_names:
-            # Sorted by length, evaluation batches carry almost no padding.
-            eval_tok = eval_tok.sort("length", reverse=True)
-        bus.emit(
-            Stage(
-                name="tokenize",
-                status="done",
-                done=total,
-                total=total,
-                detail=f"{_token_count(train_tok)} train tokens",
-            )
-        )
-    return Prepared(
-        cfg=cfg,
-        task=task,
-        tokenizer=tokenizer,
-        model_source=model_source,
-        model_config=model_config,
-        train=train_tok,
-        eval=eval_tok,
-        max_length=max_length,
-        labels=prepared.labels,
-        notices=notices,
-        raw_train_rows=len(raw.train),
-    )
-
-
-def describe_source(cfg: Config) -> str:
-    from nbtrain.engine.data import describe_source as ds
-
-    return ds(cfg.data.train)
-
-
-def describe_model(cfg: Config) -> str:
-    return cfg.model if isinstance(cfg.model, str) else describe(cfg.model)
-
-
-def _max_length(cfg: Config, tokenizer: Any, model_config: Any) -> int:
-    limits = [512]
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
-        limits.append(tok_max)
-    pos = getattr(model_config, "max_position_embeddings", None)
-    if isinstance(pos, int) and pos > 0:
-        limits.append(pos)
-    model_limit = min(limits[1:]) if len(limits) > 1 else None
-    if cfg.data.max_length:
-        if model_limit and cfg.data.max_length > model_limit:
-            raise ConfigError(
-                f"max_length: {cfg.data.max_length} is longer than the model takes "
-                f"({model_limit} tokens); use at most {model_limit}.",
-                field="data.max_length",
-            )
-        return cfg.data.max_length
-    return min(limits)
-
-
-def _token_count(ds: Any) -> int:
-    if ds is None or "length" not in ds.column_names:
-        return 0
-    return int(sum(ds["length"]))
-
-
-def steps_per_epoch(n_rows: int, cfg: Config, world_size: int = 1) -> int:
-    batches = math.ceil(n_rows / (cfg.per_device_train_batch_size * world_size))
-    return max(1, math.ceil(batches / cfg.gradient_accumulation_steps))
-
-
-def total_steps(n_rows: int, cfg: Config, world_size: int = 1) -> int:
-    if cfg.max_steps and cfg.max_steps > 0:
-        return cfg.max_steps
-    return max(1, math.ceil(steps_per_epoch(n_rows, cfg, world_size) * cfg.num_train_epochs))
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def open_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
-    """Create or reopen the run folder. Returns (run_dir, name, existing).
-
-    Same name and identity: reopen (resume or reuse). Different identity: refuse, naming the
-    changed keys. ``restart``: remove the old run first.
-    """
-    name = cfg.name or default_name(cfg)
-    run_dir = Path(cfg.runs_dir).expanduser() / name
-    ident = identity(cfg)
-    if not is_main_process():
-        # Other ranks only read: rank 0 checks, creates or cleans the folder.
-        return run_dir, name, (run_dir / "identity.json").exists()
-    if run_dir.exists():
-        ident_file = run_dir / "identity.json"
-        if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"The folder {str(run_dir)!r} exists and is not an nbtrain run; choose another "
-                "name or runs_dir.",
-                field="name",
-            )
-        if restart:
-            from nbtrain.checkpoints import _remove_tree
-
-            _remove_tree(run_dir)
-        elif ident_file.exists():
-            old = json.loads(ident_file.read_text())
-            changed = diff_configs(old, ident)
-            if changed:
-                raise ConfigError(
-                    f"A run named {name!r} already exists with a different config (changed: "
-                    f"{', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}). Re-run with "
-                    "--restart (restart=True) to start it over, or give the run a new name.",
-                    field="name",
-                )
-            return run_dir, name, True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(_config_yaml(cfg, name), encoding="utf-8")
-    (run_dir / "identity.json").write_text(json.dumps(ident, indent=1, sort_keys=True))
-    return run_dir, name, False
-
-
-def _config_yaml(cfg: Config, name: str) -> str:
-    d = config_to_dict(cfg)
-    d["name"] = name
-    header = "# nbtrain run config: re-run with `nbtrain run config.yaml`\n"
-    refs = [
-        f"{k}"
-        for k, v in (
-            ("data.train", cfg.data.train),
-            ("data.eval", cfg.data.eval),
-            ("model", cfg.model),
-            ("tokenizer", cfg.tokenizer),
-        )
-        if v is not None and not isinstance(unwrap(v), str)
-    ]
-    if refs:
-        header += (
-            f"# {', '.join(refs)} came from notebook objects; replace them with files or "
-            "hub names to run this outside the notebook.\n"
-        )
-    return header + _yaml_dump(d)
-
-
-def _yaml_dump(d: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
-
-
-def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any) -> None:
-    from importlib import metadata
-
-    versions = {}
-    for pkg in ("nbtrain", "transformers", "torch", "datasets", "accelerate", "peft", "numpy"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    env = {
-        "versions": versions,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": {
-            "kind": device.kind,
-            "name": device.name,
-            "count": device.count,
-            "memory_bytes": device.memory_bytes,
-        },
-        "precision": precision,
-        "seed": cfg.seed,
-        "training_args": _safe_args(args),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (run_dir / "env.json").write_text(json.dumps(env, indent=1, default=str))
-
-
-def _safe_args(args: Any) -> dict[str, Any]:
-    d = args.to_dict() if hasattr(args, "to_dict") else {}
-    return {k: v for k, v in d.items() if "token" not in k}
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def run(
@@ -445,23 +152,6 @@ def _unwritable_message(cfg: Config, e: OSError) -> str:
         f"Cannot create the run folder under runs_dir {str(folder)!r} ({reason}). Set runs_dir "
         "to a writable folder with free space (on Colab, e.g. /content/runs or a mounted Drive)."
     )
-
-
-def _end_metrics(run_dir: Path) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for ev in read_events(run_dir):
-        if ev.type == "end" and ev.metrics:
-            metrics = dict(ev.metrics)
-    return metrics
-
-
-def _drop_incomplete(run_dir: Path) -> None:
-    """Half-written checkpoints (a crash mid-save) are never resumed from: remove them."""
-    from nbtrain.checkpoints import _remove_tree, list_checkpoints
-
-    for c in list_checkpoints(run_dir):
-        if not c.complete:
-            _remove_tree(c.path)
 
 
 def _train(
@@ -566,7 +256,9 @@ def _train(
 
     trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
     trainer.remove_callback(ProgressCallback)
-    _resume.install_seeded_sampler(trainer, cfg.seed)  # exact resume: epoch order from (seed, epoch)
+    _resume.install_seeded_sampler(
+        trainer, cfg.seed
+    )  # exact resume: epoch order from (seed, epoch)
     total, trainable = count_parameters(model)
     start_kwargs = dict(
         run=name,
