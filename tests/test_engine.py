@@ -173,3 +173,18 @@ def test_distributed_ranks_share_one_folder(fast_cfg, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     run_dir0, _, _ = open_run(cfg, restart=False)
     assert run_dir0 == run_dir and (run_dir / "config.yaml").exists()
+
+
+def test_freeze_embeddings(fast_cfg):
+    seen = []
+    r = nbtrain.finetune({**fast_cfg, "epochs": 1, "name": "frozen", "freeze_embeddings": True},
+                         display="none", on_event=seen.append)
+    start = next(e for e in seen if e.type == "start")
+    assert start.params_trainable < start.params_total
+    emb = r.model.get_input_embeddings().weight
+    from transformers import AutoModel
+
+    before = AutoModel.from_pretrained(fast_cfg["model"]).get_input_embeddings().weight
+    import torch
+
+    assert torch.equal(emb.detach(), before.detach())  # untouched by training

@@ -190,6 +190,14 @@ def _train(
     else:
         model = prep.model_source
     bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
+    if cfg.freeze_embeddings:
+        embeddings = model.get_input_embeddings()
+        if embeddings is None:
+            raise ConfigError(
+                f"freeze_embeddings: {type(model).__name__} has no input embeddings to freeze.",
+                field="freeze_embeddings",
+            )
+        embeddings.weight.requires_grad_(False)  # no gradient, no optimizer state for it
     if cfg.lora is not None:
         from nbtrain.engine.lora import apply_lora
 
