@@ -88,6 +88,22 @@ def split_eval(train: Any, cfg: Any) -> tuple[Any, Any, str | None]:
     return parts["train"], parts["test"], notice
 
 
+def with_eval(
+    train: Any, eval_ds: Any, cfg: Any, notices: list[str] | None = None, **extra: Any
+) -> Any:
+    """Package a task's prepared data, holding out a seeded eval split when none was given."""
+    from nbtrain.engine.tasks.base import Prepared
+
+    notices = list(notices or [])
+    from_split = False
+    if eval_ds is None:
+        train, eval_ds, notice = split_eval(train, cfg)
+        if notice:
+            notices.append(notice)
+            from_split = True
+    return Prepared(train=train, eval=eval_ds, notices=notices, eval_from_split=from_split, **extra)
+
+
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
 

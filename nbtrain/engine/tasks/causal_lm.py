@@ -25,7 +25,7 @@ from nbtrain.engine.tasks._shared import (
     generate_texts,
     missing_columns,
     pick_column,
-    split_eval,
+    with_eval,
 )
 from nbtrain.engine.tasks.base import Prepared, Task, register
 from nbtrain.engine.tasks.classification import DropLength
@@ -88,15 +88,7 @@ class CausalLM(Task):
         train = self._canonical(raw.train, "train")
         eval_ds = self._canonical(raw.eval, "eval") if raw.eval is not None else None
         notices = [f"causal-lm data: {self._describe()}."]
-        from_split = False
-        if eval_ds is None:
-            train, eval_ds, notice = split_eval(train, self.cfg)
-            if notice:
-                notices.append(notice)
-                from_split = True
-        self.prepared = Prepared(
-            train=train, eval=eval_ds, notices=notices, eval_from_split=from_split
-        )
+        self.prepared = with_eval(train, eval_ds, self.cfg, notices)
         return self.prepared
 
     def _describe(self) -> str:

@@ -16,7 +16,7 @@ from nbtrain.engine.tasks._shared import (
     eval_callback,
     missing_columns,
     pick_column,
-    split_eval,
+    with_eval,
 )
 from nbtrain.engine.tasks.base import Prepared, Task, register
 from nbtrain.engine.tasks.classification import DropLength
@@ -43,16 +43,7 @@ class MaskedLM(Task):
     def prepare(self, raw: RawData) -> Prepared:
         train = self._canonical(raw.train, "train")
         eval_ds = self._canonical(raw.eval, "eval") if raw.eval is not None else None
-        notices = []
-        from_split = False
-        if eval_ds is None:
-            train, eval_ds, notice = split_eval(train, self.cfg)
-            if notice:
-                notices.append(notice)
-                from_split = True
-        self.prepared = Prepared(
-            train=train, eval=eval_ds, notices=notices, eval_from_split=from_split
-        )
+        self.prepared = with_eval(train, eval_ds, self.cfg)
         return self.prepared
 
     def _canonical(self, ds: Any, role: str) -> Any:

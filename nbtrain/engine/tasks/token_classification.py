@@ -17,8 +17,8 @@ from nbtrain.engine.tasks._shared import (
     check_model_can,
     missing_columns,
     pick_column,
-    split_eval,
     unwrap_model,
+    with_eval,
 )
 from nbtrain.engine.tasks.base import Prepared, Task, register
 from nbtrain.engine.tasks.classification import DropLength
@@ -67,19 +67,7 @@ class TokenClassification(Task):
         notices = [
             f"{len(labels)} tags: {', '.join(labels[:12])}{', ...' if len(labels) > 12 else ''}."
         ]
-        from_split = False
-        if eval_ds is None:
-            train, eval_ds, notice = split_eval(train, self.cfg)
-            if notice:
-                notices.append(notice)
-                from_split = True
-        self.prepared = Prepared(
-            train=train,
-            eval=eval_ds,
-            labels=labels,
-            notices=notices,
-            eval_from_split=from_split,
-        )
+        self.prepared = with_eval(train, eval_ds, self.cfg, notices, labels=labels)
         return self.prepared
 
     def _canonical(self, ds: Any, role: str, names: list[str] | None = None) -> tuple[Any, Any]:
