@@ -279,3 +279,26 @@ def test_trust_remote_code_is_off_unless_configured():
                 assert not (isinstance(k.value, ast.Constant) and k.value.value is True), (
                     f"{path}:{node.lineno} hard-codes trust_remote_code=True"
                 )
+
+
+def test_disk_full_while_saving_the_final_model(fast_cfg, monkeypatch):
+    from transformers import PreTrainedTokenizerBase
+
+    real = PreTrainedTokenizerBase.save_pretrained
+
+    def full(self, path, *args, **kwargs):
+        if "final.tmp" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", full)
+    cfg = _cfg(fast_cfg, name="full-final")
+    with pytest.raises(nbtrain.TrainingFailed) as info:
+        nbtrain.finetune(cfg, display="none")
+    run = Path(info.value.run_dir)
+    assert info.value.kind == "disk" and "final model" in str(info.value)
+    assert not (run / "final.tmp").exists() and not (run / "final").exists()
+    assert any(c.complete for c in list_checkpoints(run))  # checkpoints intact
+    monkeypatch.undo()
+    done = nbtrain.finetune(cfg, display="none")  # space freed: the re-run writes final/
+    assert done.status == "finished" and (run / "final").is_dir()

@@ -354,17 +354,7 @@ def _train(
         failure = nan_error(min(nan_steps), str(kept.path) if kept else None)
 
     if failure is not None:
-        bus.emit(failure)
-        bus.emit(
-            RunEnded(
-                step=step,
-                status="failed",
-                duration_s=time.time() - t0,
-                resume_checkpoint=_newest(run_dir),
-            )
-        )
-        _free(trainer, model)
-        return Outcome(name=name, run_dir=run_dir, status="failed", error=failure, task=task)
+        return _failed(failure, trainer, model, bus, run_dir, name, task, step, t0)
 
     metrics: dict[str, float] = {}
     if train_out is not None:
@@ -382,17 +372,25 @@ def _train(
     final_dir = run_dir / "final"
     tmp_final = run_dir / "final.tmp"
     shutil.rmtree(tmp_final, ignore_errors=True)
-    with _quiet_hf_progress():
-        trainer.save_model(str(tmp_final))
-        if cfg.lora is not None:
-            from nbtrain.engine.lora import save_base_config
+    try:
+        with _quiet_hf_progress():
+            trainer.save_model(str(tmp_final))
+            if cfg.lora is not None:
+                from nbtrain.engine.lora import save_base_config
 
-            save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
-    if is_main_process():  # save_model above is collective (DeepSpeed/FSDP); the rest is rank 0's
-        if prep.tokenizer is not None:
-            prep.tokenizer.save_pretrained(str(tmp_final))
-        shutil.rmtree(final_dir, ignore_errors=True)
-        os.replace(tmp_final, final_dir)
+                save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
+        if is_main_process():  # save_model is collective (DeepSpeed/FSDP); the rest is rank 0's
+            if prep.tokenizer is not None:
+                prep.tokenizer.save_pretrained(str(tmp_final))
+            shutil.rmtree(final_dir, ignore_errors=True)
+            os.replace(tmp_final, final_dir)
+    except OSError as e:
+        if not is_disk_error(e):
+            raise
+        # The checkpoints are intact: a re-run resumes from the last one and saves final/ again.
+        shutil.rmtree(tmp_final, ignore_errors=True)
+        failure = disk_error(e, run_dir, step, _newest(run_dir), what="the final model")
+        return _failed(failure, trainer, model, bus, run_dir, name, task, step, t0)
 
     best = trainer.state.best_model_checkpoint
     bus.emit(
@@ -418,6 +416,31 @@ def _train(
         tokenizer=prep.tokenizer,
         task=task,
     )
+
+
+def _failed(
+    failure: ErrorEvent,
+    trainer: Any,
+    model: Any,
+    bus: EventBus,
+    run_dir: Path,
+    name: str,
+    task: Any,
+    step: int,
+    t0: float,
+) -> Outcome:
+    """End a run on a recognised failure: the error event, a failed end, memory given back."""
+    bus.emit(failure)
+    bus.emit(
+        RunEnded(
+            step=step,
+            status="failed",
+            duration_s=time.time() - t0,
+            resume_checkpoint=_newest(run_dir),
+        )
+    )
+    _free(trainer, model)
+    return Outcome(name=name, run_dir=run_dir, status="failed", error=failure, task=task)
 
 
 def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any:

@@ -173,17 +173,20 @@ def nan_error(step: int, kept: str | None) -> ErrorEvent:
     )
 
 
-def disk_error(e: OSError, folder: Path, step: int, kept: str | None) -> ErrorEvent:
+def disk_error(
+    e: OSError, folder: Path, step: int, kept: str | None, *, what: str = "a checkpoint"
+) -> ErrorEvent:
+    thing = what
     free = _free_bytes(folder)
     free_txt = f"{free / 2**20:,.0f} MB free there" if free is not None else "free space unknown"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = f"The disk is full while saving a checkpoint to {str(folder)!r} ({free_txt})."
+        what = f"The disk is full while saving {thing} to {str(folder)!r} ({free_txt})."
         fix = (
             "Free space (delete old runs or checkpoints), lower save_total_limit, or set "
             "runs_dir to a bigger disk."
         )
     else:
-        what = f"Cannot write a checkpoint to {str(folder)!r}: {e.strerror or e} ({free_txt})."
+        what = f"Cannot write {thing} to {str(folder)!r}: {e.strerror or e} ({free_txt})."
         fix = "Make the folder writable or set runs_dir to a writable folder."
     resume = (
         f" Earlier checkpoints are intact; re-run to resume from {Path(kept).name}."
