@@ -46,6 +46,8 @@ def finetune(
     from nbtrain.engine.runner import run
 
     cfg = load_config(config, **overrides)
+    if display == "auto" and cfg.display != "auto":
+        display = cfg.display  # the config's `display:` key, unless the caller chose one
     subscribers = _subscribers(display, on_event)
     outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
     for fn in subscribers:

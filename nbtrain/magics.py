@@ -236,7 +236,9 @@ class NbtrainMagics(Magics):
         from nbtrain.api import finetune, load_run
 
         try:
-            result = finetune(cfg, restart=args.restart, display=args.display or self.display)
+            # --display, then the cell's `display:` key, then %config NbtrainMagics.display.
+            mode = args.display or (cfg.display if cfg.display != "auto" else self.display)
+            result = finetune(cfg, restart=args.restart, display=mode)
         except RunInterrupted as e:
             if e.run_dir and (Path(e.run_dir) / "config.yaml").exists():
                 self.shell.user_ns[out] = load_run(e.run_dir)  # from disk: holds no tensors

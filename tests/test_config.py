@@ -175,3 +175,11 @@ def test_import_is_light():
 def test_dotted_keys_in_a_dict():
     cfg = load_config({"model": "m", "data": {"train": "t.csv"}, "data.eval": "e.csv", "lora.r": 4})
     assert cfg.data.train == "t.csv" and cfg.data.eval == "e.csv" and cfg.lora.r == 4
+
+
+def test_display_key_is_checked_and_not_part_of_identity():
+    from nbtrain.engine.rundir import identity
+
+    assert load_config(BASE + "display: text").display == "text"
+    assert "display" in err("display: fancy")
+    assert identity(load_config(BASE + "display: none")) == identity(load_config(BASE))

@@ -622,6 +622,15 @@ class Config:
         nullable=False,
         default_factory=lambda: ["none"],
     )
+    display: str = opt(
+        "auto",
+        "How the run shows itself: auto (from the frontend), html, widgets, text or none. Not "
+        "part of the run's identity.",
+        group="Logging",
+        kind="choice",
+        choices=DISPLAYS,
+        nullable=False,
+    )
     logging_dir: str | None = opt(
         None,
         "TensorBoard folder (default: <run>/tensorboard).",

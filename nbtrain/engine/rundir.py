@@ -21,7 +21,7 @@ from nbtrain.config.refs import describe, fingerprint, unwrap
 from nbtrain.errors import ConfigError
 from nbtrain.events import read_events
 
-_IDENTITY_IGNORED = {"name", "runs_dir"}
+_IDENTITY_IGNORED = {"name", "runs_dir", "display"}  # where/how, not what
 
 
 def default_name(cfg: Config) -> str:
