@@ -266,6 +266,17 @@ class RunResult:
             f", {metrics})" if metrics else ")"
         )
 
+    def plot(self, *, confusion: bool = True) -> PNGImage:
+        """The run's curves (loss, eval metrics, learning rate; for classification the confusion
+        matrix of the final model) as an image that notebooks show and ``.save(path)`` writes."""
+        from nbtrain.display.plots import curves_png
+        from nbtrain.display.state import RunState
+
+        state = RunState()
+        for ev in read_events(self.output_dir):
+            state.update(ev)
+        return PNGImage(curves_png(state, card=confusion))
+
     def _repr_html_(self) -> str:
         from html import escape
 
@@ -278,6 +289,24 @@ class RunResult:
             f"<br><small>{escape(str(self.output_dir))}</small>"
             f"<table>{rows}</table></div>"
         )
+
+
+class PNGImage:
+    """PNG bytes that display in a notebook (``_repr_png_``) and save to a file."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _repr_png_(self) -> bytes:
+        return self.data
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.data)
+        return path
+
+    def __repr__(self) -> str:
+        return f"<PNGImage {len(self.data):,} bytes>"
 
 
 def _fmt(v: Any) -> str:

@@ -28,8 +28,15 @@ def err(text: str) -> str:
 
 def test_yaml_dict_and_kwargs_give_the_same_config():
     a = load_config(BASE + "epochs: 2\nlr: 2e-5\nbatch_size: 8\n")
-    b = load_config({"model": "m", "data": {"train": "t.csv"}, "num_train_epochs": 2,
-                     "learning_rate": 2e-5, "per_device_train_batch_size": 8})
+    b = load_config(
+        {
+            "model": "m",
+            "data": {"train": "t.csv"},
+            "num_train_epochs": 2,
+            "learning_rate": 2e-5,
+            "per_device_train_batch_size": 8,
+        }
+    )
     c = load_config(model="m", epochs=2, lr=2e-5, batch_size=8, **{"data.train": "t.csv"})
     assert a == b == c
     assert a.learning_rate == pytest.approx(2e-5)  # YAML 1.1 reads 2e-5 as text; still a float
@@ -44,9 +51,11 @@ def test_yaml_file(tmp_path):
 
 
 def test_tutorial_vocabulary():
-    cfg = load_config(BASE + "warmup_ratio: 0.1\nevaluation_strategy: epoch\nfp16: true\n"
-                      "group_by_length: false\nlogging_dir: tb\nreport_to: tensorboard\n"
-                      "tokenizer: tok\noutput_dir: results/exp1\n")
+    cfg = load_config(
+        BASE + "warmup_ratio: 0.1\nevaluation_strategy: epoch\nfp16: true\n"
+        "group_by_length: false\nlogging_dir: tb\nreport_to: tensorboard\n"
+        "tokenizer: tok\noutput_dir: results/exp1\n"
+    )
     assert cfg.eval_strategy == "epoch"
     assert cfg.precision == "fp16"
     assert cfg.group_by_length is False
@@ -54,18 +63,30 @@ def test_tutorial_vocabulary():
     assert cfg.tokenizer == "tok"
     assert (cfg.runs_dir, cfg.name) == ("results", "exp1")
     assert load_config(BASE + "bf16: true").precision == "bf16"
-    assert load_config(BASE + "report_to: [tensorboard, wandb]").report_to == ["tensorboard", "wandb"]
+    assert load_config(BASE + "report_to: [tensorboard, wandb]").report_to == [
+        "tensorboard",
+        "wandb",
+    ]
     assert load_config(BASE + "train_sampling_strategy: group_by_length").group_by_length is True
 
 
 def test_translation_is_accepted_by_the_installed_training_arguments(tmp_path):
     from transformers import TrainingArguments
 
-    cfg = load_config(BASE + "warmup_ratio: 0.2\nevaluation_strategy: steps\neval_steps: 5\n"
-                      "group_by_length: true\nlogging_dir: tb\nreport_to: none\nadam_beta1: 0.8\n"
-                      "gradient_checkpointing: true\nlr_scheduler_type: cosine\n")
-    kw = translate(cfg, output_dir=str(tmp_path), has_eval=True, metric_for_best_model="accuracy",
-                   greater_is_better=True, precision="fp32", logging_steps=3)
+    cfg = load_config(
+        BASE + "warmup_ratio: 0.2\nevaluation_strategy: steps\neval_steps: 5\n"
+        "group_by_length: true\nlogging_dir: tb\nreport_to: none\nadam_beta1: 0.8\n"
+        "gradient_checkpointing: true\nlr_scheduler_type: cosine\n"
+    )
+    kw = translate(
+        cfg,
+        output_dir=str(tmp_path),
+        has_eval=True,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        precision="fp32",
+        logging_steps=3,
+    )
     args = TrainingArguments(**kw)
     fields = installed_training_fields()
     if "warmup_ratio" in fields:
@@ -80,7 +101,11 @@ def test_translation_is_accepted_by_the_installed_training_arguments(tmp_path):
     assert args.adam_beta1 == pytest.approx(0.8)
     assert args.load_best_model_at_end and args.metric_for_best_model == "accuracy"
     assert _v(args.lr_scheduler_type) == "cosine"
-    ckpt_field = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    ckpt_field = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
     assert getattr(args, ckpt_field) is True
     assert args.report_to in ([], ["none"], "none") or list(args.report_to) == []
 
@@ -89,8 +114,15 @@ def test_auto_strategies_without_eval(tmp_path):
     from transformers import TrainingArguments
 
     cfg = load_config(BASE)
-    kw = translate(cfg, output_dir=str(tmp_path), has_eval=False, metric_for_best_model="accuracy",
-                   greater_is_better=True, precision="fp32", logging_steps=1)
+    kw = translate(
+        cfg,
+        output_dir=str(tmp_path),
+        has_eval=False,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        precision="fp32",
+        logging_steps=1,
+    )
     args = TrainingArguments(**kw)
     assert _v(args.eval_strategy) == "no"
     assert args.load_best_model_at_end is False
@@ -103,7 +135,10 @@ def test_auto_strategies_without_eval(tmp_path):
         ("epochs: three", ["epochs", "'three'", "number"]),
         ("eval_strategy: sometimes", ["eval_strategy", "'sometimes'", "auto, no, steps, epoch"]),
         ("eval_strategy: epochs", ["Did you mean 'epoch'"]),
-        ("learnin_rate: 0.1", ["Unknown config key 'learnin_rate'", "Did you mean 'learning_rate'"]),
+        (
+            "learnin_rate: 0.1",
+            ["Unknown config key 'learnin_rate'", "Did you mean 'learning_rate'"],
+        ),
         ("batchsize: 8", ["Did you mean", "batch_size"]),
         ("lora: {rank: 8}", ["lora.rank", "Keys of 'lora'"]),
         ("precision: fp8", ["precision", "auto, fp32, fp16, bf16"]),
@@ -166,8 +201,10 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, nbtrain; heavy=[m for m in ('torch','transformers','datasets','peft',"
-            "'matplotlib','ipywidgets') if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, nbtrain; heavy=[m for m in ('torch','transformers','datasets','peft',"
+        "'matplotlib','ipywidgets') if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

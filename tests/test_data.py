@@ -33,7 +33,9 @@ def files(tmp_path):
     out["csv"] = tmp_path / "d.csv"
     df.to_csv(tmp_path / "d.tsv", index=False, sep="\t")
     out["tsv"] = tmp_path / "d.tsv"
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in r))
+    (tmp_path / "d.jsonl").write_text(
+        "\n".join(json.dumps({"text": t, "label": lab}) for t, lab in r)
+    )
     out["jsonl"] = tmp_path / "d.jsonl"
     (tmp_path / "d.json").write_text(json.dumps([{"text": t, "label": lab} for t, lab in r]))
     out["json"] = tmp_path / "d.json"
@@ -77,7 +79,9 @@ def test_folder_uses_its_splits(tiny_bert, files):
 def test_saved_dataset_folder(tiny_bert, tmp_path):
     import datasets
 
-    d = datasets.Dataset.from_dict({"text": [t for t, _ in rows()], "label": [lab for _, lab in rows()]})
+    d = datasets.Dataset.from_dict(
+        {"text": [t for t, _ in rows()], "label": [lab for _, lab in rows()]}
+    )
     d.save_to_disk(str(tmp_path / "saved"))
     p = prep(tiny_bert, train=str(tmp_path / "saved"), eval_split=0.25)
     assert len(p.eval) == 10
@@ -89,10 +93,12 @@ def test_dataframe_and_datasets_objects(tiny_bert):
     df = pd.DataFrame(rows(), columns=["sentence", "y"])
     p = prep(tiny_bert, train=Ref("df", df), text="sentence", label="y", eval_split=0)
     assert p.eval is None and len(p.train) == 40
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_pandas(df.iloc[:30]),
-        "validation": datasets.Dataset.from_pandas(df.iloc[30:]),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_pandas(df.iloc[:30]),
+            "validation": datasets.Dataset.from_pandas(df.iloc[30:]),
+        }
+    )
     p = prep(tiny_bert, train=dd, text="sentence", label="y")
     assert len(p.train) == 30 and len(p.eval) == 10
 
@@ -117,7 +123,9 @@ def test_noncontiguous_int_labels(tiny_bert):
 
 def test_label_names_for_int_labels(tiny_bert):
     df = pd.DataFrame({"text": [t for t, _ in rows(20)], "label": [0, 1] * 10})
-    cfg = load_config(model=str(tiny_bert), data={"train": Ref("df", df), "label_names": ["bad", "good"]})
+    cfg = load_config(
+        model=str(tiny_bert), data={"train": Ref("df", df), "label_names": ["bad", "good"]}
+    )
     assert prepare(cfg, EventBus()).labels == ["bad", "good"]
 
 

@@ -19,7 +19,10 @@ def finished(tmp_path_factory, tiny_bert, sentiment_csv):
     cfg = {
         "model": str(tiny_bert),
         "data": {"train": str(sentiment_csv["train"]), "eval": str(sentiment_csv["dev"])},
-        "epochs": 6, "lr": 3e-3, "runs_dir": str(runs), "name": "clf",
+        "epochs": 6,
+        "lr": 3e-3,
+        "runs_dir": str(runs),
+        "name": "clf",
     }
     seen = []
     result = nbtrain.finetune(cfg, display="none", on_event=seen.append)
@@ -40,7 +43,9 @@ def test_config_yaml_is_rerunnable(finished, tmp_path):
     _, result, _ = finished
     raw = yaml.safe_load((result.output_dir / "config.yaml").read_text())
     assert raw["name"] == "clf" and raw["num_train_epochs"] == 6.0
-    assert nbtrain.load_config(result.output_dir / "config.yaml").learning_rate == pytest.approx(3e-3)
+    assert nbtrain.load_config(result.output_dir / "config.yaml").learning_rate == pytest.approx(
+        3e-3
+    )
 
 
 def test_events_jsonl(finished):
@@ -121,8 +126,13 @@ def test_restart_and_user_metrics_and_weights(fast_cfg):
             MyTrainer.used = True
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    cfg = {**fast_cfg, "epochs": 1, "callbacks": [Count()], "compute_metrics": my_metrics,
-           "trainer_class": MyTrainer}
+    cfg = {
+        **fast_cfg,
+        "epochs": 1,
+        "callbacks": [Count()],
+        "compute_metrics": my_metrics,
+        "trainer_class": MyTrainer,
+    }
     r = nbtrain.finetune(cfg, display="none")
     assert calls and MyTrainer.used
     assert "eval_mean_pred" in r.metrics and "eval_accuracy" in r.metrics
@@ -147,15 +157,23 @@ def test_cli_run_and_runs(fast_cfg, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env_cmd = [sys.executable, "-m", "nbtrain"]
-    out = subprocess.run([*env_cmd, "run", str(path), "--set", "name=cli", "--set", "lr=2e-3"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*env_cmd, "run", str(path), "--set", "name=cli", "--set", "lr=2e-3"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "Finished" in out.stderr
-    listing = subprocess.run([*env_cmd, "runs", "--runs-dir", cfg["runs_dir"]],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [*env_cmd, "runs", "--runs-dir", cfg["runs_dir"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "cli" in listing and "finished" in listing and "accuracy=" in listing
-    bad = subprocess.run([*env_cmd, "run", str(path), "--set", "lr=-1"], capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [*env_cmd, "run", str(path), "--set", "lr=-1"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "learning_rate" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -177,8 +195,11 @@ def test_distributed_ranks_share_one_folder(fast_cfg, monkeypatch):
 
 def test_freeze_embeddings(fast_cfg):
     seen = []
-    r = nbtrain.finetune({**fast_cfg, "epochs": 1, "name": "frozen", "freeze_embeddings": True},
-                         display="none", on_event=seen.append)
+    r = nbtrain.finetune(
+        {**fast_cfg, "epochs": 1, "name": "frozen", "freeze_embeddings": True},
+        display="none",
+        on_event=seen.append,
+    )
     start = next(e for e in seen if e.type == "start")
     assert start.params_trainable < start.params_total
     emb = r.model.get_input_embeddings().weight
@@ -188,3 +209,10 @@ def test_freeze_embeddings(fast_cfg):
     import torch
 
     assert torch.equal(emb.detach(), before.detach())  # untouched by training
+
+
+def test_plot_returns_a_png_of_the_curves(finished, tmp_path):
+    _, result, _ = finished
+    img = result.plot()
+    assert img._repr_png_().startswith(b"\x89PNG")
+    assert img.save(tmp_path / "curves.png").stat().st_size > 10_000

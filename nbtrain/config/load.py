@@ -144,6 +144,7 @@ def _as_mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate and coerce a plain mapping into a :class:`Config`."""
+
     def dotted(key: Any) -> bool:
         return isinstance(key, str) and "." in key and key.split(".", 1)[0] in _SECTIONS
 

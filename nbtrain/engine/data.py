@@ -157,7 +157,9 @@ def _load_file(
         ds = datasets.load_dataset(fmt, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as e:
         if "corresponds to no data" in str(e):
-            raise DataError(f"The file {str(path)!r} has no rows.") from None  # datasets raises many types; turn them into one clear message
+            raise DataError(
+                f"The file {str(path)!r} has no rows."
+            ) from None  # datasets raises many types; turn them into one clear message
         raise DataError(f"Could not read {str(path)!r} as {fmt}: {_first_line(e)}") from None
     return ds
 

@@ -10,8 +10,11 @@ from typing import Any
 
 __all__ = ["browse", "form", "register_ui_magics"]
 
-_LAZY = {"browse": "nbtrain.ui.browser", "form": "nbtrain.ui.form",
-         "register_ui_magics": "nbtrain.ui.magics"}
+_LAZY = {
+    "browse": "nbtrain.ui.browser",
+    "form": "nbtrain.ui.form",
+    "register_ui_magics": "nbtrain.ui.magics",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -108,6 +108,4 @@ class Task:
         self, model: Any, tokenizer: Any, prompts: Any, *, max_new_tokens: int = 32, **kw: Any
     ) -> list[str]:
         """Generated text for each prompt (causal-lm, seq2seq)."""
-        raise NotImplementedError(
-            f"generate is not available for task {self.name!r}; use predict."
-        )
+        raise NotImplementedError(f"generate is not available for task {self.name!r}; use predict.")
