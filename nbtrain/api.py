@@ -260,7 +260,8 @@ class RunResult:
         metrics = ", ".join(
             f"{k}={_fmt(v)}"
             for k, v in self.metrics.items()
-            if k.startswith("eval_") or k == "train_loss"
+            if (k.startswith("eval_") or k == "train_loss")
+            and not k.endswith(("runtime", "per_second"))  # timings: in .metrics, not the summary
         )
         return f"RunResult({self.name!r}, status={self.status!r}" + (
             f", {metrics})" if metrics else ")"
