@@ -302,3 +302,23 @@ def test_disk_full_while_saving_the_final_model(fast_cfg, monkeypatch):
     monkeypatch.undo()
     done = nbtrain.finetune(cfg, display="none")  # space freed: the re-run writes final/
     assert done.status == "finished" and (run / "final").is_dir()
+
+
+def test_nan_between_logging_steps_is_dated_exactly_and_never_saved(fast_cfg):
+    # The check stays on the device between logging/saving steps (no sync per micro-step);
+    # the first bad step is still named exactly, and the save at step 5 never happens.
+    cfg = _cfg(
+        fast_cfg,
+        name="nan-lazy",
+        save_strategy="steps",
+        save_steps=5,
+        logging_steps=5,
+        eval_strategy="no",
+        trainer_class=NanLossAt,
+    )
+    with pytest.raises(nbtrain.TrainingFailed) as info:
+        nbtrain.finetune(cfg, display="none")
+    assert info.value.kind == "nan" and "step 4" in str(info.value)
+    assert list_checkpoints(info.value.run_dir) == []
+    ends = [ev for ev in read_events(info.value.run_dir) if ev.type == "end"]
+    assert ends[-1].status == "failed" and ends[-1].step == 5  # stopped at the first check

@@ -89,7 +89,7 @@ class EventCallback(TrainerCallback):
             )
         )
         if self.guards is not None:
-            self.guards.on_step_end(control)
+            self.guards.on_step_end(control, force=self.stop.requested)
         if self.stop.requested and (self.guards is None or self.guards.nan_step is None):
             control.should_save = True
             control.should_training_stop = True

@@ -29,6 +29,12 @@ NAN_ADVICE = (
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
 
 
+def torch_long() -> Any:
+    import torch
+
+    return torch.long
+
+
 def is_oom(e: BaseException) -> bool:
     import torch
 
@@ -69,6 +75,7 @@ class Guards:
         self.trainer = trainer
         self.bus = bus
         self.nan_step: int | None = None
+        self._first_bad: Any = None  # device tensor: first step with a non-finite loss, or -1
         self.oom_history: list[tuple[int, int]] = []
         self.eval_failed = False  # out of memory evaluating one example at a time
         self._wrap_training_step()
@@ -81,15 +88,32 @@ class Guards:
         def training_step(*args: Any, **kwargs: Any) -> Any:
             loss = original(*args, **kwargs)
             # The Trainer's logging_nan_inf_filter hides a NaN loss from the logs (it logs the
-            # running mean instead), so check every micro-step: the step in progress is bad.
-            if self.nan_step is None and not bool(loss.detach().isfinite().all()):
-                self.nan_step = trainer.state.global_step + 1
+            # running mean instead), so every micro-step is checked. The check stays on the
+            # device (no GPU sync in the hot path): the first bad step is kept in a tensor and
+            # read in on_step_end only when the Trainer is about to log, evaluate or save.
+            if self.nan_step is None:
+                bad = loss.detach().isfinite().all().logical_not()
+                if self._first_bad is None:
+                    self._first_bad = bad.new_full((), -1, dtype=torch_long())
+                step = self._first_bad.new_full((), trainer.state.global_step + 1)
+                unset = self._first_bad < 0
+                self._first_bad = self._first_bad.where(~(bad & unset), step)
             return loss
 
         trainer.training_step = training_step
 
-    def on_step_end(self, control: Any) -> None:
+    def on_step_end(self, control: Any, *, force: bool = False) -> None:
         """Called from the event callback: a NaN step is never saved or evaluated."""
+        due = force or (
+            control.should_save
+            or control.should_evaluate
+            or control.should_log
+            or control.should_training_stop
+        )
+        if self.nan_step is None and due and self._first_bad is not None:
+            first = int(self._first_bad)  # the one sync, where the Trainer syncs anyway
+            if first >= 0:
+                self.nan_step = first
         if self.nan_step is not None:
             control.should_save = False
             control.should_evaluate = False
