@@ -223,6 +223,9 @@ def _progress_step(page) -> int:
     return int(m.group(1)) if m else -1
 
 
+# One rerun: in 1 of 5 full-suite runs the kernel never answered the form cell (cause not found;
+# the test passes alone every time). A rerun opens a fresh notebook, hence a fresh kernel.
+@pytest.mark.flaky(reruns=1, reruns_delay=5)
 def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     root = lab["root"]
     cells = [
@@ -230,9 +233,11 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
         "%finetune_form tiny-run --runs-dir runs",
         "%nbtrain checkpoints tiny-run --runs-dir runs",
     ]
-    (root / "e2e.ipynb").write_text(json.dumps(_notebook(cells)))
+    shutil.rmtree(root / "runs", ignore_errors=True)  # a rerun starts without the first's runs
+    nb = f"e2e-{tmp_path.name}.ipynb"  # per attempt: a rerun gets its own kernel
+    (root / nb).write_text(json.dumps(_notebook(cells)))
     shot = Shots(page, tmp_path / "shots")
-    page.goto(f"{lab['url']}/lab/tree/e2e.ipynb?token={lab['token']}&reset")
+    page.goto(f"{lab['url']}/lab/tree/{nb}?token={lab['token']}&reset")
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
 
