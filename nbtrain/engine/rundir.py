@@ -19,7 +19,6 @@ from typing import Any
 from nbtrain.config import Config, config_to_dict, diff_configs
 from nbtrain.config.refs import describe, fingerprint, unwrap
 from nbtrain.errors import ConfigError
-from nbtrain.events import read_events
 
 _IDENTITY_IGNORED = {"name", "runs_dir", "display"}  # where/how, not what
 
@@ -167,14 +166,6 @@ def _safe_args(args: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _end_metrics(run_dir: Path) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for ev in read_events(run_dir):
-        if ev.type == "end" and ev.metrics:
-            metrics = dict(ev.metrics)
-    return metrics
 
 
 def _drop_incomplete(run_dir: Path) -> None:

@@ -35,7 +35,6 @@ from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's e
 )
 from nbtrain.engine.rundir import (  # noqa: F401
     _drop_incomplete,
-    _end_metrics,
     default_name,
     identity,
     is_main_process,
@@ -117,7 +116,7 @@ def run(
                 name=name,
                 run_dir=run_dir,
                 status="finished",
-                metrics=info.metrics if not _end_metrics(run_dir) else _end_metrics(run_dir),
+                metrics=info.metrics,  # run_status read the end event's metrics
                 reused=True,
             )
         ckpt = newest_complete(run_dir)

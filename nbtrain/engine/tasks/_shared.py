@@ -104,6 +104,19 @@ def with_eval(
     return Prepared(train=train, eval=eval_ds, notices=notices, eval_from_split=from_split, **extra)
 
 
+def label_padding_collator(tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
+    """Pads input_ids with the pad token and labels with -100 (no loss on padding)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from nbtrain.engine.tasks.classification import DropLength
+
+    return DropLength(
+        DataCollatorForSeq2Seq(
+            tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of
+        )
+    )
+
+
 def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
 

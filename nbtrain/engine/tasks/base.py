@@ -28,6 +28,14 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
+def map_tokens(ds: Any, encode: Any) -> Any:
+    """Run a task's batched ``encode`` over a dataset, keeping only what it returns (cached by
+    ``datasets`` between runs for file-backed data)."""
+    return ds.map(
+        encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
+    )
+
+
 def registry() -> dict[str, type[Task]]:
     return dict(_REGISTRY)
 

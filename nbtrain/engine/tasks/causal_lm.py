@@ -23,12 +23,12 @@ from nbtrain.engine.tasks._shared import (
     ensure_pad_token,
     eval_callback,
     generate_texts,
+    label_padding_collator,
     missing_columns,
     pick_column,
     with_eval,
 )
-from nbtrain.engine.tasks.base import Prepared, Task, register
-from nbtrain.engine.tasks.classification import DropLength
+from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
 from nbtrain.errors import DataError
 
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "input")
@@ -169,9 +169,7 @@ class CausalLM(Task):
             out["length"] = [len(x) for x in out["input_ids"]]
             return out
 
-        return ds.map(
-            encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
-        )
+        return map_tokens(ds, encode)
 
     def _check_template(self, tokenizer: Any) -> None:
         if self.cfg.data.chat_template:
@@ -277,14 +275,7 @@ class CausalLM(Task):
         return full, spans
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
-        from transformers import DataCollatorForSeq2Seq
-
-        # Pads input_ids with the pad token and labels with -100 (no loss on padding).
-        return DropLength(
-            DataCollatorForSeq2Seq(
-                tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of
-            )
-        )
+        return label_padding_collator(tokenizer, pad_to_multiple_of)
 
     # -- evaluation ----------------------------------------------------------------------------
     def callbacks(self) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nbtrain.engine.data import RawData, resolve_column
-from nbtrain.engine.tasks.base import Prepared, Task, register
+from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
 from nbtrain.errors import DataError
 
 _SINGLE, _MULTI, _REGRESSION = "single_label", "multi_label", "regression"
@@ -330,9 +330,7 @@ class Classification(Task):
             out["length"] = [len(ids) for ids in enc["input_ids"]]
             return out
 
-        return ds.map(
-            encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
-        )
+        return map_tokens(ds, encode)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         return PadBatch(tokenizer, pad_to_multiple_of=pad_to_multiple_of)

@@ -18,7 +18,7 @@ from nbtrain.engine.tasks._shared import (
     pick_column,
     with_eval,
 )
-from nbtrain.engine.tasks.base import Prepared, Task, register
+from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
 from nbtrain.engine.tasks.classification import DropLength
 from nbtrain.errors import DataError
 
@@ -93,9 +93,7 @@ class MaskedLM(Task):
             out["length"] = [len(x) for x in enc["input_ids"]]
             return out
 
-        return ds.map(
-            encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
-        )
+        return map_tokens(ds, encode)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
         from transformers import DataCollatorForLanguageModeling

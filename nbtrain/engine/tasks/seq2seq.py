@@ -14,12 +14,12 @@ from nbtrain.engine.tasks._shared import (
     check_strings,
     eval_callback,
     generate_texts,
+    label_padding_collator,
     missing_columns,
     pick_column,
     with_eval,
 )
-from nbtrain.engine.tasks.base import Prepared, Task, register
-from nbtrain.engine.tasks.classification import DropLength
+from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
 from nbtrain.engine.tasks.text_metrics import generation_scores
 
 SOURCE_COLUMNS = ("source", "document", "input")
@@ -93,18 +93,10 @@ class Seq2Seq(Task):
             out["length"] = [len(x) for x in enc["input_ids"]]
             return out
 
-        return ds.map(
-            encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc="Tokenizing"
-        )
+        return map_tokens(ds, encode)
 
     def collator(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> Any:
-        from transformers import DataCollatorForSeq2Seq
-
-        return DropLength(
-            DataCollatorForSeq2Seq(
-                tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of
-            )
-        )
+        return label_padding_collator(tokenizer, pad_to_multiple_of)
 
     # -- evaluation ----------------------------------------------------------------------------
     def callbacks(self) -> list[Any]:
