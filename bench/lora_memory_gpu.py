@@ -64,8 +64,9 @@ def main() -> None:
 
     import nbtrain
     from nbtrain.config import load_config
-    from nbtrain.engine.memory import estimate_memory, fmt_bytes
+    from nbtrain.engine.memory import estimate_memory
     from nbtrain.engine.model import device_info
+    from nbtrain.format import fmt_bytes
 
     smoke = "--smoke" in sys.argv
     hidden, layers, heads = (64, 2, 2) if smoke else (1024, 24, 16)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nbtrain.errors import ConfigError, DataError, RunInterrupted, TrainingFailed
-
-__version__ = "0.1.0"
+from nbtrain.version import __version__
 
 _LAZY = {
     "finetune": "nbtrain.api",

@@ -12,6 +12,7 @@ from typing import Any
 from nbtrain.config import Config, load_config
 from nbtrain.errors import RunInterrupted, TrainingFailed
 from nbtrain.events import Event, read_events
+from nbtrain.format import fmt_short
 
 
 def finetune(
@@ -92,20 +93,9 @@ def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:
 
 def load_run(name: str | Path, runs_dir: str | Path = "runs") -> RunResult:
     """Open a run from disk by name or folder."""
-    path = Path(name)
-    if not (path / "config.yaml").exists():
-        path = Path(runs_dir) / str(name)
-    if not (path / "config.yaml").exists():
-        from nbtrain.checkpoints import list_runs
-        from nbtrain.errors import ConfigError, did_you_mean
+    from nbtrain.runs import find_run, run_status
 
-        names = [r.name for r in list_runs(runs_dir)]
-        raise ConfigError(
-            f"No run named {str(name)!r} in {str(runs_dir)!r}.{did_you_mean(str(name), names)}"
-            + (f" Runs: {', '.join(names)}." if names else "")
-        )
-    from nbtrain.checkpoints import run_status
-
+    path = find_run(name, runs_dir)
     info = run_status(path)
     return RunResult(name=path.name, output_dir=path, status=info.status, metrics=info.metrics)
 
@@ -190,14 +180,16 @@ class RunResult:
 
     @property
     def checkpoints(self) -> list[Any]:
-        from nbtrain.checkpoints import list_checkpoints
+        from nbtrain.runs import list_checkpoints
 
         return list_checkpoints(self.output_dir)
 
     @property
     def model(self) -> Any:
         if self._model is None and self.final_dir.is_dir():
-            self._model = _load_final_model(self.final_dir, self._task_name())
+            from nbtrain.runs import load_final_model
+
+            self._model = load_final_model(self.final_dir, self._task_name())
         return self._model
 
     @property
@@ -209,7 +201,9 @@ class RunResult:
         return self._tokenizer
 
     def _task_name(self) -> str:
-        return _start_task(self)
+        from nbtrain.runs import run_task
+
+        return run_task(self.output_dir)
 
     def export(self, path: str | Path, *, merge: bool = True) -> Path:
         """Write the final model to ``path``; a LoRA adapter is merged into its base model.
@@ -231,7 +225,7 @@ class RunResult:
             from nbtrain.config import Config
             from nbtrain.engine.tasks import get_task
 
-            task = get_task(_start_task(self), Config(model="x"))
+            task = get_task(self._task_name(), Config(model="x"))
         return task.predict(self.model, self.tokenizer, inputs, batch_size=batch_size)
 
     def generate(
@@ -249,7 +243,7 @@ class RunResult:
         if task is None:
             from nbtrain.engine.tasks import get_task
 
-            task = get_task(_start_task(self), self.config)
+            task = get_task(self._task_name(), self.config)
         n = max_new_tokens or getattr(self.config, "generation_max_new_tokens", 32)
         return task.generate(
             self.model, self.tokenizer, prompts, max_new_tokens=n, batch_size=batch_size
@@ -258,7 +252,7 @@ class RunResult:
     # -- display -----------------------------------------------------------------------------
     def __repr__(self) -> str:
         metrics = ", ".join(
-            f"{k}={_fmt(v)}"
+            f"{k}={fmt_short(v)}"
             for k, v in self.metrics.items()
             if (k.startswith("eval_") or k == "train_loss")
             and not k.endswith(("runtime", "per_second"))  # timings: in .metrics, not the summary
@@ -282,7 +276,7 @@ class RunResult:
         from html import escape
 
         rows = "".join(
-            f"<tr><td>{escape(k)}</td><td style='text-align:right'>{_fmt(v)}</td></tr>"
+            f"<tr><td>{escape(k)}</td><td style='text-align:right'>{fmt_short(v)}</td></tr>"
             for k, v in self.metrics.items()
         )
         return (
@@ -308,30 +302,3 @@ class PNGImage:
 
     def __repr__(self) -> str:
         return f"<PNGImage {len(self.data):,} bytes>"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _start_task(result: RunResult) -> str:
-    for ev in read_events(result.output_dir):
-        if ev.type == "start" and getattr(ev, "task", ""):
-            return ev.task
-    return "text-classification"
-
-
-def _load_final_model(path: Path, task_name: str) -> Any:
-    import transformers
-
-    from nbtrain.engine.tasks import registry
-
-    cls_name = registry()[task_name].auto_model_class if task_name in registry() else "AutoModel"
-    if (path / "adapter_config.json").is_file():  # a LoRA run: base model + adapter (peft)
-        from nbtrain.engine.lora import load_adapter_model
-
-        return load_adapter_model(path, cls_name)
-    cls = getattr(transformers, cls_name)
-    return cls.from_pretrained(str(path), use_safetensors=True)

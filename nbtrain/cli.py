@@ -11,30 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from nbtrain.config.load import parse_set
 from nbtrain.errors import ConfigError, RunInterrupted, TrainingFailed
+from nbtrain.format import fmt_bytes
 
-#: Sub-commands: name -> (help, add_arguments, handler). Modules in _load_plugins add theirs.
+#: Sub-commands: name -> (help, add_arguments, handler), all registered below.
 COMMANDS: dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = {}
-
-
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (``1e-5``, ``true``, ``[a, b]``)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set epochs=1.")
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +69,7 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_runs(ns: argparse.Namespace) -> int:
-    from nbtrain.checkpoints import list_runs
+    from nbtrain.runs import list_runs
 
     runs = list_runs(ns.runs_dir)
     if not runs:
@@ -96,7 +81,7 @@ def _cmd_runs(ns: argparse.Namespace) -> int:
             f"{k.removeprefix('eval_')}={v:.4f}" for k, v in r.metrics.items() if _shown_metric(k)
         )
         steps = f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps)
-        rows.append((r.name, r.status, steps, metrics or "-", _size(r.size_bytes)))
+        rows.append((r.name, r.status, steps, metrics or "-", fmt_bytes(r.size_bytes)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
@@ -109,32 +94,64 @@ def _shown_metric(key: str) -> bool:
     return key.startswith("eval_") or ("_" not in key)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run name or run folder")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge a LoRA adapter into the base model (loads with plain from_pretrained)",
+    )
+    p.add_argument("--out", help="target folder (default: <run>/merged or <run>/export)")
+    p.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
 
 
-COMMANDS["run"] = ("fine-tune a model from a YAML config", _run_args, _cmd_run)
-COMMANDS["runs"] = ("list runs with status and last metrics", _runs_args, _cmd_runs)
+def _cmd_export(ns: argparse.Namespace) -> int:
+    from nbtrain.export import export_run
+
+    out = export_run(ns.run, ns.out, merge=ns.merge, runs_dir=ns.runs_dir)
+    print(f"Exported to {out}")
+    return 0
 
 
-def _load_plugins() -> None:
-    """Modules that add sub-commands register them on import."""
-    import importlib
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from pathlib import Path
 
-    for module in ("nbtrain.demo", "nbtrain.export"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+    p.add_argument(
+        "--output",
+        default=str(Path("nbtrain-demo") / "01_quickstart.ipynb"),
+        help="where to write the executed notebook; runs go to runs/ beside it "
+        "(default: nbtrain-demo/01_quickstart.ipynb)",
+    )
+    p.add_argument(
+        "--timeout", type=int, default=1800, help="seconds one cell may run (default: 1800)"
+    )
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from nbtrain.demo import run_demo
+
+    return run_demo(ns.output, timeout=ns.timeout)
+
+
+COMMANDS.update(
+    {
+        "run": ("fine-tune a model from a YAML config", _run_args, _cmd_run),
+        "runs": ("list runs with status and last metrics", _runs_args, _cmd_runs),
+        "export": (
+            "write a run's final model to a folder (--merge folds a LoRA adapter in)",
+            _export_args,
+            _cmd_export,
+        ),
+        "demo": (
+            "run the quickstart notebook headless and write the executed copy",
+            _demo_args,
+            _cmd_demo,
+        ),
+    }
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
     parser = argparse.ArgumentParser(prog="nbtrain", description="Fine-tune transformer models.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -146,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from nbtrain import __version__
+    from nbtrain.version import __version__
 
     return f"nbtrain {__version__}"
 

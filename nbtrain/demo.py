@@ -6,14 +6,12 @@ fine-tuned on nbtrain's built-in demo data in a real Jupyter kernel, outputs inc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from nbtrain.cli import COMMANDS
 from nbtrain.errors import ConfigError
 
 NOTEBOOK = "01_quickstart.ipynb"
@@ -70,19 +68,8 @@ def execute_notebook(
     return dst
 
 
-def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--output",
-        default=str(Path("nbtrain-demo") / NOTEBOOK),
-        help="where to write the executed notebook; runs go to runs/ beside it "
-        "(default: nbtrain-demo/01_quickstart.ipynb)",
-    )
-    p.add_argument(
-        "--timeout", type=int, default=1800, help="seconds one cell may run (default: 1800)"
-    )
-
-
-def _cmd_demo(ns: argparse.Namespace) -> int:
+def run_demo(output: str | Path, *, timeout: int = 1800) -> int:
+    """``nbtrain demo``: execute the quickstart headless, say where the executed copy is."""
     import importlib.util
 
     missing = [m for m in ("nbclient", "ipykernel", "nbformat") if not importlib.util.find_spec(m)]
@@ -95,7 +82,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     from nbclient.exceptions import CellExecutionError
 
     try:
-        dst = execute_notebook(src, ns.output, timeout=ns.timeout)
+        dst = execute_notebook(src, output, timeout=timeout)
     except CellExecutionError as e:
         import re
 
@@ -103,17 +90,10 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         first = text.splitlines()[-1] if text else type(e).__name__
         print(
             f"nbtrain demo: a cell failed ({first}). The partly executed notebook is at "
-            f"{Path(ns.output).resolve()}.",
+            f"{Path(output).resolve()}.",
             file=sys.stderr,
         )
         return 1
     print(f"Executed notebook written to {dst}")
     print(f"Open it with: jupyter lab {dst}")
     return 0
-
-
-COMMANDS["demo"] = (
-    "run the quickstart notebook headless and write the executed copy",
-    _demo_args,
-    _cmd_demo,
-)

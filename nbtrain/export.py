@@ -6,42 +6,15 @@ loads with plain ``from_pretrained`` (no peft needed). A full fine-tune is copie
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
-from nbtrain.cli import COMMANDS
 from nbtrain.errors import ConfigError
+from nbtrain.runs import find_run, run_task
 
 MARKER = "nbtrain_export.json"
 _SKIP = ("adapter_config.json", "adapter_model.safetensors", "training_args.bin", "README.md")
-
-
-def _run_dir(run: str | Path, runs_dir: str | Path) -> Path:
-    path = Path(run)
-    if (path / "config.yaml").exists() or (path / "final").is_dir():
-        return path
-    candidate = Path(runs_dir) / str(run)
-    if candidate.is_dir():
-        return candidate
-    from nbtrain.checkpoints import list_runs
-    from nbtrain.errors import did_you_mean
-
-    names = [r.name for r in list_runs(runs_dir)]
-    raise ConfigError(
-        f"No run named {str(run)!r} in {str(runs_dir)!r}.{did_you_mean(str(run), names)}"
-        + (f" Runs: {', '.join(names)}." if names else "")
-    )
-
-
-def _task_of(run_dir: Path) -> str:
-    from nbtrain.events import read_events
-
-    for ev in read_events(run_dir):
-        if ev.type == "start" and getattr(ev, "task", ""):
-            return ev.task
-    return "text-classification"
 
 
 def export_run(
@@ -64,7 +37,7 @@ def export_run(
     Raises:
         ConfigError: no such run, no final model yet, or ``out`` holds something else.
     """
-    run_dir = _run_dir(run, runs_dir)
+    run_dir = find_run(run, runs_dir)
     final = run_dir / "final"
     if not final.is_dir():
         raise ConfigError(
@@ -85,7 +58,7 @@ def export_run(
         from nbtrain.engine.lora import merge_adapter
         from nbtrain.engine.tasks import registry
 
-        task = task or _task_of(run_dir)
+        task = task or run_task(run_dir)
         reg = registry()
         auto_class = reg[task].auto_model_class if task in reg else "AutoModel"
         merge_adapter(final, tmp, auto_class)
@@ -100,27 +73,3 @@ def export_run(
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
-
-
-def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run name or run folder")
-    p.add_argument(
-        "--merge",
-        action="store_true",
-        help="merge a LoRA adapter into the base model (loads with plain from_pretrained)",
-    )
-    p.add_argument("--out", help="target folder (default: <run>/merged or <run>/export)")
-    p.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
-
-
-def _cmd_export(ns: argparse.Namespace) -> int:
-    out = export_run(ns.run, ns.out, merge=ns.merge, runs_dir=ns.runs_dir)
-    print(f"Exported to {out}")
-    return 0
-
-
-COMMANDS["export"] = (
-    "write a run's final model to a folder (--merge folds a LoRA adapter in)",
-    _export_args,
-    _cmd_export,
-)

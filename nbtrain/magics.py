@@ -125,8 +125,8 @@ def build_config(
         ConfigError: YAML syntax (with the cell's line number), unknown keys, bad values,
             unknown ``{name}`` references.
     """
-    from nbtrain.cli import parse_set
     from nbtrain.config import load_config, parse_yaml
+    from nbtrain.config.load import parse_set
 
     # The leading newline makes YAML line numbers match the cell's (line 1 is %%finetune).
     raw = resolve_refs(parse_yaml("\n" + cell, origin="%%finetune cell"), namespace)
@@ -319,7 +319,7 @@ def _identifier(name: str | None) -> bool:
 def _finished(cfg: Any) -> bool:
     if not cfg.name:
         return False
-    from nbtrain.checkpoints import run_status
+    from nbtrain.runs import run_status
 
     run_dir = Path(cfg.runs_dir).expanduser() / cfg.name
     return (run_dir / "final").is_dir() and run_status(run_dir).status == "finished"

@@ -1,6 +1,6 @@
 """What ``%nbtrain`` shows: runs, one run, its config, versions; each as text and as HTML.
 
-Reads the run store only (``nbtrain.checkpoints``, ``nbtrain.api.load_run``); no IPython needed,
+Reads the run store only (``nbtrain.runs``, ``nbtrain.api.load_run``); no IPython needed,
 so the same views work in a script or a terminal.
 """
 
@@ -10,6 +10,8 @@ import os
 import sys
 from html import escape
 from typing import Any
+
+from nbtrain.format import fmt_bytes, fmt_short
 
 
 class View:
@@ -39,27 +41,22 @@ def _table(header: list[str], rows: list[list[str]]) -> tuple[str, str]:
     return text, f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def _headline_metric(info: Any) -> str:
     if info.best_metric:
         k, v = info.best_metric
-        return f"{k}={_fmt(v)}"
+        return f"{k}={fmt_short(v)}"
     m = info.metrics
     keys = [k for k in m if not k.endswith(("runtime", "per_second"))]
     ordered = sorted(keys, key=lambda k: (not k.startswith("eval_"), k.endswith("loss")))
     for k in ordered:
         if k.startswith("eval_") or k in ("loss", "train_loss"):
-            return f"{k.removeprefix('eval_')}={_fmt(m[k])}"
+            return f"{k.removeprefix('eval_')}={fmt_short(m[k])}"
     return "-"
 
 
 def runs_view(runs_dir: str | os.PathLike) -> View:
     """``%nbtrain runs``: name, status, steps, best metric and size of every run."""
-    from nbtrain.checkpoints import list_runs
-    from nbtrain.cli import _size
+    from nbtrain.runs import list_runs
 
     runs = list_runs(runs_dir)
     if not runs:
@@ -70,7 +67,7 @@ def runs_view(runs_dir: str | os.PathLike) -> View:
             r.status,
             f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps),
             _headline_metric(r),
-            _size(r.size_bytes),
+            fmt_bytes(r.size_bytes),
         ]
         for r in runs
     ]
@@ -83,7 +80,7 @@ def runs_view(runs_dir: str | os.PathLike) -> View:
 def show_view(name: str, runs_dir: str | os.PathLike) -> View:
     """``%nbtrain show NAME``: the run's card when it has one, else a summary."""
     from nbtrain.api import load_run
-    from nbtrain.checkpoints import list_checkpoints, run_status
+    from nbtrain.runs import list_checkpoints, run_status
 
     result = load_run(name, runs_dir=runs_dir)
     info = run_status(result.output_dir)
@@ -93,7 +90,7 @@ def show_view(name: str, runs_dir: str | os.PathLike) -> View:
         f"  folder      {result.output_dir}",
         f"  steps       {info.steps}" + (f"/{info.total_steps}" if info.total_steps else ""),
     ]
-    lines += [f"  {k:<11} {_fmt(v)}" for k, v in info.metrics.items()]
+    lines += [f"  {k:<11} {fmt_short(v)}" for k, v in info.metrics.items()]
     if ckpts:
         flags = [
             c.name + (" (best)" if c.is_best else "") + (" (newest)" if c.is_newest else "")
@@ -105,7 +102,7 @@ def show_view(name: str, runs_dir: str | os.PathLike) -> View:
     card = result.output_dir / "card.html"
     html = card.read_text(encoding="utf-8") if card.is_file() else None
     if html is None:
-        rows = [[k, _fmt(v)] for k, v in info.metrics.items()]
+        rows = [[k, fmt_short(v)] for k, v in info.metrics.items()]
         _, table = _table(["metric", "value"], rows) if rows else ("", "")
         html = (
             f"<div><b>nbtrain run</b> <code>{escape(info.name)}</code> — {escape(info.status)}, "
@@ -130,9 +127,9 @@ def version_view() -> View:
     """``%nbtrain version``: nbtrain, transformers, torch and the device training would use."""
     from importlib import metadata
 
-    import nbtrain
+    from nbtrain.version import __version__
 
-    rows = [["nbtrain", nbtrain.__version__]]
+    rows = [["nbtrain", __version__]]
     for pkg in ("transformers", "torch", "datasets", "peft", "accelerate"):
         try:
             rows.append([pkg, metadata.version(pkg)])

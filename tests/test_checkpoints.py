@@ -10,7 +10,9 @@ import pytest
 from transformers import TrainerCallback
 
 import nbtrain
-from nbtrain.checkpoints import (
+from nbtrain.engine.callbacks import StopController
+from nbtrain.events import read_events
+from nbtrain.runs import (
     MARKER,
     best_checkpoint,
     delete_checkpoint,
@@ -21,8 +23,6 @@ from nbtrain.checkpoints import (
     newest_complete,
     run_status,
 )
-from nbtrain.engine.callbacks import StopController
-from nbtrain.events import read_events
 
 
 class StopAt(TrainerCallback):

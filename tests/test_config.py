@@ -8,7 +8,7 @@ import pytest
 
 import nbtrain
 from nbtrain.config import Config, load_config, to_yaml
-from nbtrain.config.training_args import installed_training_fields, translate
+from nbtrain.engine.training_args import installed_training_fields, translate
 
 BASE = "model: m\ndata: {train: t.csv}\n"
 

@@ -15,9 +15,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 import nbtrain
-from nbtrain.checkpoints import has_finite_weights, list_checkpoints, newest_complete
 from nbtrain.engine.safety import smaller_batch
 from nbtrain.events import read_events
+from nbtrain.runs import has_finite_weights, list_checkpoints, newest_complete
 
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.77 GiB total capacity)"
 PKG = Path(nbtrain.__file__).parent

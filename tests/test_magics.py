@@ -303,7 +303,7 @@ def _weights(final_dir: Path) -> dict:
 def test_interrupt_saves_checkpoint_and_rerun_matches_straight_run(ip, fast_cfg, runs_dir, capsys):
     import torch
 
-    from nbtrain.checkpoints import list_checkpoints, newest_complete
+    from nbtrain.runs import list_checkpoints, newest_complete
 
     cb = _interrupt_at(5)
     ip.user_ns["cbs"] = [cb]

@@ -16,8 +16,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 import nbtrain
-from nbtrain.checkpoints import is_complete, newest_complete
 from nbtrain.events import read_events
+from nbtrain.runs import is_complete, newest_complete
 
 
 def _cfg(tiny_bert: Path, sentiment_csv: dict[str, Path], runs: Path, name: str) -> dict:

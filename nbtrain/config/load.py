@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nbtrain.config.refs import Ref, describe
-from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map
-from nbtrain.config.training_args import installed_training_fields
+from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map, config_to_dict
+from nbtrain.config.training_fields import installed_training_fields
 from nbtrain.errors import ConfigError, did_you_mean
 
 _SECTIONS = {"data": DataConfig, "lora": LoraConfig}
@@ -525,40 +525,6 @@ def _cross_checks(cfg: Config) -> None:
 # Config -> dict
 
 
-def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
-    """A config as plain data: what ``config.yaml`` holds (runtime objects left out)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        kind = f.metadata.get("kind")
-        value = getattr(cfg, f.name)
-        if kind == "runtime":
-            if keep_objects and value not in (None, []):
-                out[f.name] = value
-            continue
-        if kind in ("section", "lora"):
-            out[f.name] = (
-                None if value is None else config_to_dict(value, keep_objects=keep_objects)
-            )
-            continue
-        if kind == "training_args":
-            out[f.name] = dict(value)
-            continue
-        if not keep_objects and not _plain(value):
-            value = describe(value)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
-    return False
-
-
 def to_yaml(cfg: Config) -> str:
     """The config as YAML, re-runnable as is (notebook objects written as ``{name}``)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
@@ -585,3 +551,17 @@ __all__ = [
     "parse_yaml",
     "to_yaml",
 ]
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values are read as YAML scalars (``1e-5``, ``true``, ``[a, b]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write key=value, e.g. --set epochs=1.")
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +64,7 @@ def fingerprint(value: Any) -> str | None:
         parts = [f"{k}:{getattr(obj[k], '_fingerprint', '')}" for k in sorted(obj.keys())]
         return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
     if fps is not None and hasattr(obj, "columns") and hasattr(obj, "index"):
-        import pandas as pd  # only reached when a DataFrame is passed in, so pandas is loaded
-
+        pd = sys.modules["pandas"]  # a DataFrame was passed in, so pandas is loaded
         h = pd.util.hash_pandas_object(obj, index=True).to_numpy()
         digest = hashlib.sha1(h.tobytes())
         digest.update("|".join(map(str, obj.columns)).encode())

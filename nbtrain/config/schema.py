@@ -13,8 +13,11 @@ Standard library only. Each field's metadata holds:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+from nbtrain.config.refs import describe
 
 TASKS = ("text-classification", "causal-lm", "masked-lm", "seq2seq", "token-classification")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -688,8 +691,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data (runtime objects left out)."""
-        from nbtrain.config.load import config_to_dict
-
         return config_to_dict(self)
 
 
@@ -708,3 +709,37 @@ def alias_map(cls: type) -> dict[str, str]:
         for a in f.metadata.get("aliases", ()) or ():
             out[a] = f.name
     return out
+
+
+def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
+    """A config as plain data: what ``config.yaml`` holds (runtime objects left out)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        kind = f.metadata.get("kind")
+        value = getattr(cfg, f.name)
+        if kind == "runtime":
+            if keep_objects and value not in (None, []):
+                out[f.name] = value
+            continue
+        if kind in ("section", "lora"):
+            out[f.name] = (
+                None if value is None else config_to_dict(value, keep_objects=keep_objects)
+            )
+            continue
+        if kind == "training_args":
+            out[f.name] = dict(value)
+            continue
+        if not keep_objects and not _plain(value):
+            value = describe(value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbtrain.events import Event
+from nbtrain.format import fmt_num, fmt_time  # noqa: F401  (re-exported for renderers)
 
 STAGE_LABELS = {
     "load_data": "Reading data",
@@ -296,24 +297,3 @@ def state_from_events(events: Any) -> RunState:
     for ev in events:
         state.update(ev)
     return state
-
-
-def fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def fmt_num(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    if not math.isfinite(v):
-        return str(v)
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-        return f"{v:.3g}"
-    return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"

@@ -7,13 +7,7 @@ import time
 from typing import Any, TextIO
 
 from nbtrain.events import Event
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+from nbtrain.format import fmt_time
 
 
 class TextRenderer:
@@ -85,7 +79,7 @@ class TextRenderer:
         bar = "#" * filled + "-" * (width - filled)
         loss = f"  loss {self._loss:.4f}" if self._loss is not None else ""
         text = (
-            f"[{bar}] {step}/{total}  epoch {epoch:.2f}  {_fmt_time(elapsed)}<{_fmt_time(eta)}"
+            f"[{bar}] {step}/{total}  epoch {epoch:.2f}  {fmt_time(elapsed)}<{fmt_time(eta)}"
             f"  {rate:.2f} it/s{loss}"
         )
         if self.tty:
@@ -109,7 +103,7 @@ class TextRenderer:
                 for k, v in ev.metrics.items()
                 if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))
             )
-            self._line(f"Finished in {_fmt_time(ev.duration_s)}. {metrics}".rstrip())
+            self._line(f"Finished in {fmt_time(ev.duration_s)}. {metrics}".rstrip())
             if ev.final_dir:
                 self._line(f"Model saved to {ev.final_dir}")
         elif ev.status in ("interrupted", "stopped"):

@@ -12,9 +12,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from nbtrain.checkpoints import dir_size, write_marker
 from nbtrain.engine.resume import RngSnapshot
 from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, StepEnd
+from nbtrain.runs import dir_size, write_marker
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
 

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 
 from nbtrain.config import Config, to_yaml
+from nbtrain.errors import ConfigError
 
 #: How many tokenized training examples a report shows.
 N_EXAMPLES = 3
@@ -94,8 +95,6 @@ def dry_run(cfg: Config) -> DryRunReport:
         notices=list(prep.notices),
     )
     report.sections = _sections(report, cfg)
-    from nbtrain.engine.memory import memory_section
-
     report.sections.insert(1, memory_section(cfg, prep))  # parameters, peak memory, fixes
     return report
 
@@ -136,6 +135,35 @@ def _sections(r: DryRunReport, cfg: Config) -> list[Section]:
         Section("Tokenized examples", examples or ["(no rows)"]),
         Section("Resolved config", r.config_yaml.rstrip().splitlines()),
     ]
+
+
+def memory_section(cfg: Any, prep: Any, device: Any = None) -> Any:
+    """The dry-run report's "Parameters and memory" section for a prepared config.
+
+    Raises the ConfigErrors a real run raises before training (impossible precision, 8-bit
+    optimizer or 4-bit loading without bitsandbytes and a GPU).
+    """
+    from nbtrain.engine.memory import estimate_memory
+    from nbtrain.engine.model import check_hardware, device_info, resolve_precision
+
+    dev = device or device_info()
+    resolve_precision(cfg.precision, dev)
+    check_hardware(cfg, dev)
+    model = None if isinstance(prep.model_source, str) else prep.model_source
+    try:
+        est = estimate_memory(
+            cfg,
+            prep.model_config,
+            dev,
+            task=prep.task.name,
+            max_length=prep.max_length,
+            model=model,
+        )
+    except ConfigError:
+        raise  # e.g. a lora target that matches nothing: the run would fail the same way
+    except Exception as e:  # the estimate is advice: never let it block a dry run
+        return Section("Parameters and memory", [f"(no estimate: {type(e).__name__}: {e})"])
+    return Section("Parameters and memory", est.text().splitlines(), html=est._repr_html_())
 
 
 __all__ = ["DryRunReport", "Section", "dry_run"]

@@ -87,7 +87,7 @@ def short_linear_names(model: Any) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n in linear_layer_names(model)})
 
 
-def _matches(name: str, target: str) -> bool:
+def module_matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
@@ -106,7 +106,7 @@ def resolve_target_modules(model: Any, target: Any) -> list[str]:
         candidates = [AUTO_TARGETS[model_type]] if model_type in AUTO_TARGETS else []
         candidates += list(_FALLBACK_PATTERNS)
         for names in candidates:
-            found = [t for t in names if any(_matches(n, t) for n in body)]
+            found = [t for t in names if any(module_matches(n, t) for n in body)]
             if found:
                 return found
         raise ConfigError(
@@ -116,7 +116,7 @@ def resolve_target_modules(model: Any, target: Any) -> list[str]:
             field="lora.target_modules",
         )
     names = [target] if isinstance(target, str) else list(target)
-    missing = [t for t in names if not any(_matches(n, t) for n in linear)]
+    missing = [t for t in names if not any(module_matches(n, t) for n in linear)]
     if missing:
         from nbtrain.errors import did_you_mean
 
@@ -149,7 +149,7 @@ def lora_config(model: Any, cfg: Any, task_name: str) -> Any:
         if head not in to_save:
             to_save.append(head)
     children = dict(model.named_modules())
-    unknown = [m for m in to_save if not any(_matches(n, m) for n in children if n)]
+    unknown = [m for m in to_save if not any(module_matches(n, m) for n in children if n)]
     if unknown:
         raise ConfigError(
             f"lora.modules_to_save: {', '.join(repr(m) for m in unknown)} is not a module of "
@@ -160,7 +160,7 @@ def lora_config(model: Any, cfg: Any, task_name: str) -> Any:
     conv1d = any(
         type(modules[n]).__name__ == "Conv1D"
         for n in modules
-        if n and any(_matches(n, t) for t in targets)
+        if n and any(module_matches(n, t) for t in targets)
     )
     return LoraConfig(
         task_type=TASK_TYPES.get(task_name),

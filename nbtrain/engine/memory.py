@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbtrain.errors import ConfigError
+from nbtrain.format import fmt_bytes
 
 GiB = 2**30
 
@@ -175,16 +175,6 @@ class MemoryEstimate:
         )
 
 
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 # -- parameters -------------------------------------------------------------------------------
 
 
@@ -252,7 +242,7 @@ def trainable_params(
     """(total, trainable, trainable shapes) after the config's LoRA wrapping, if any."""
     if cfg.lora is None:
         return info.total, info.total, [s for _, s in info.shapes]
-    from nbtrain.engine.lora import _matches, resolve_target_modules
+    from nbtrain.engine.lora import module_matches, resolve_target_modules
 
     targets = resolve_target_modules(model, cfg.lora.target_modules)
     r = int(cfg.lora.r)
@@ -260,7 +250,7 @@ def trainable_params(
     for lin in info.linears:
         if lin.name.split(".", 1)[0] in info.heads:
             continue
-        if any(_matches(lin.name, t) for t in targets):
+        if any(module_matches(lin.name, t) for t in targets):
             shapes += [(r, lin.fan_in), (lin.fan_out, r)]
             if cfg.lora.bias == "lora_only" and lin.bias:
                 shapes.append((lin.bias,))
@@ -508,32 +498,3 @@ def _options(cfg, est, info, model, model_config, dev, task, s, resolve_precisio
             chosen.append(o)
         return chosen[:4] or sorted(out, key=lambda o: o.total_bytes)[:3]
     return [o for o in out if not o.change.startswith("batch_size")][:3]
-
-
-def memory_section(cfg: Any, prep: Any, device: Any = None) -> Any:
-    """The dry-run report's "Parameters and memory" section for a prepared config.
-
-    Raises the ConfigErrors a real run raises before training (impossible precision, 8-bit
-    optimizer or 4-bit loading without bitsandbytes and a GPU).
-    """
-    from nbtrain.engine.dryrun import Section
-    from nbtrain.engine.model import check_hardware, device_info, resolve_precision
-
-    dev = device or device_info()
-    resolve_precision(cfg.precision, dev)
-    check_hardware(cfg, dev)
-    model = None if isinstance(prep.model_source, str) else prep.model_source
-    try:
-        est = estimate_memory(
-            cfg,
-            prep.model_config,
-            dev,
-            task=prep.task.name,
-            max_length=prep.max_length,
-            model=model,
-        )
-    except ConfigError:
-        raise  # e.g. a lora target that matches nothing: the run would fail the same way
-    except Exception as e:  # the estimate is advice: never let it block a dry run
-        return Section("Parameters and memory", [f"(no estimate: {type(e).__name__}: {e})"])
-    return Section("Parameters and memory", est.text().splitlines(), html=est._repr_html_())

@@ -85,9 +85,9 @@ def open_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
                 field="name",
             )
         if restart:
-            from nbtrain.checkpoints import _remove_tree
+            from nbtrain.runs import remove_tree
 
-            _remove_tree(run_dir)
+            remove_tree(run_dir)
         elif ident_file.exists():
             old = json.loads(ident_file.read_text())
             changed = diff_configs(old, ident)
@@ -163,15 +163,3 @@ def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any
 def _safe_args(args: Any) -> dict[str, Any]:
     d = args.to_dict() if hasattr(args, "to_dict") else {}
     return {k: v for k, v in d.items() if "token" not in k}
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _drop_incomplete(run_dir: Path) -> None:
-    """Half-written checkpoints (a crash mid-save) are never resumed from: remove them."""
-    from nbtrain.checkpoints import _remove_tree, list_checkpoints
-
-    for c in list_checkpoints(run_dir):
-        if not c.complete:
-            _remove_tree(c.path)

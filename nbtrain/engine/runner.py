@@ -14,17 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbtrain.checkpoints import (
-    MARKER,
-    is_complete,
-    newest_complete,
-    prune_after_nan,
-    run_status,
-    write_marker,
-)
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.refs import Ref, unwrap
-from nbtrain.config.training_args import translate
 from nbtrain.engine.callbacks import EventCallback, StopController
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
@@ -34,7 +25,6 @@ from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's e
     total_steps,
 )
 from nbtrain.engine.rundir import (  # noqa: F401
-    _drop_incomplete,
     default_name,
     identity,
     is_main_process,
@@ -42,6 +32,7 @@ from nbtrain.engine.rundir import (  # noqa: F401
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
+from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
     ErrorEvent,
@@ -53,6 +44,15 @@ from nbtrain.events import (
     Stage,
     Subscriber,
     read_events,
+)
+from nbtrain.runs import (
+    MARKER,
+    drop_incomplete,
+    is_complete,
+    newest_complete,
+    prune_after_nan,
+    run_status,
+    write_marker,
 )
 
 
@@ -122,7 +122,7 @@ def run(
         ckpt = newest_complete(run_dir)
         resume = str(ckpt.path) if ckpt else None
         if is_main_process():
-            _drop_incomplete(run_dir)
+            drop_incomplete(run_dir)
 
     try:
         prep = prepare(cfg, bus)
@@ -512,9 +512,9 @@ def _save_now(trainer: Any, ckpt: Path) -> None:
     try:
         trainer._save_checkpoint(trainer.model, trial=None)
     except Exception:
-        from nbtrain.checkpoints import _remove_tree
+        from nbtrain.runs import remove_tree
 
-        _remove_tree(ckpt)  # never leave a half-written checkpoint behind
+        remove_tree(ckpt)  # never leave a half-written checkpoint behind
         raise
 
 

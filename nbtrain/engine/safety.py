@@ -236,7 +236,7 @@ def train_surviving(
     """``trainer.train`` that survives CUDA OOM (smaller batch, more accumulation, going on from
     a checkpoint of the last finished step) and turns a full or unwritable disk into an error
     event, removing the half-written checkpoint. Returns (train output, failure)."""
-    from nbtrain.checkpoints import MARKER, _remove_tree, is_complete, newest_complete
+    from nbtrain.runs import MARKER, is_complete, newest_complete, remove_tree
 
     def newest() -> str | None:
         c = newest_complete(run_dir)
@@ -250,7 +250,7 @@ def train_surviving(
             if is_disk_error(e):
                 ckpt = run_dir / f"checkpoint-{step}"
                 if not (ckpt / MARKER).exists():
-                    _remove_tree(ckpt)
+                    remove_tree(ckpt)
                 return None, disk_error(e, run_dir, step, newest())
             if not is_oom(e):
                 raise
@@ -265,7 +265,7 @@ def train_surviving(
                     try:
                         trainer._save_checkpoint(trainer.model, trial=None)
                     except Exception:
-                        _remove_tree(ckpt)
+                        remove_tree(ckpt)
                         raise
                     event_cb.on_save(trainer.args, trainer.state, trainer.control)
                 resume = str(ckpt)

@@ -11,7 +11,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from nbtrain.checkpoints import Checkpoint, RunInfo, list_checkpoints, list_runs, run_status
+from nbtrain.format import fmt_bytes, fmt_metrics
+from nbtrain.runs import Checkpoint, RunInfo, list_checkpoints, list_runs, run_status
 from nbtrain.ui.env import fallback_message, widgets_available
 
 
@@ -42,24 +43,6 @@ def browse(
     if not ok:
         return CheckpointTable(runs_dir, run, reason=reason)
     return CheckpointBrowser(runs_dir, run)
-
-
-def fmt_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
-def fmt_metrics(metrics: dict[str, float]) -> str:
-    keep = {
-        k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second", "total_flos"))
-    }
-    return ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items()
-    )
 
 
 def flags(c: Checkpoint) -> str:
@@ -104,12 +87,12 @@ class CheckpointTable:
         if not self.runs:
             lines.append(f"No runs in {str(self.runs_dir)!r}.")
         for r, ckpts in self._rows():
-            lines.append(f"{r.name}: {r.status}, step {r.steps}, {fmt_size(r.size_bytes)}")
+            lines.append(f"{r.name}: {r.status}, step {r.steps}, {fmt_bytes(r.size_bytes)}")
             for c in ckpts:
                 epoch = f"{c.epoch:.2f}" if c.epoch is not None else "-"
                 lines.append(
                     f"  {c.name:<18} step {c.step:>6}  epoch {epoch:>5}  "
-                    f"{fmt_size(c.size_bytes):>9}  {fmt_metrics(c.metrics)}  {flags(c)}".rstrip()
+                    f"{fmt_bytes(c.size_bytes):>9}  {fmt_metrics(c.metrics)}  {flags(c)}".rstrip()
                 )
         return "\n".join(lines)
 
@@ -124,7 +107,7 @@ class CheckpointTable:
             link = f" · <a href='{html.escape(str(card))}'>card</a>" if card.is_file() else ""
             parts.append(
                 f"<h4>{html.escape(r.name)} <small>{html.escape(r.status)}, step {r.steps}, "
-                f"{fmt_size(r.size_bytes)}{link}</small></h4>"
+                f"{fmt_bytes(r.size_bytes)}{link}</small></h4>"
             )
             if not ckpts:
                 parts.append("<p>No checkpoints.</p>")
@@ -139,7 +122,7 @@ class CheckpointTable:
                 parts.append(
                     f"<tr{style}><td>{html.escape(c.name)}</td><td>{c.step}</td><td>{epoch}</td>"
                     f"<td>{html.escape(fmt_metrics(c.metrics))}</td>"
-                    f"<td>{fmt_size(c.size_bytes)}</td><td>{html.escape(flags(c))}</td></tr>"
+                    f"<td>{fmt_bytes(c.size_bytes)}</td><td>{html.escape(flags(c))}</td></tr>"
                 )
             parts.append("</table>")
         parts.append("</div>")
@@ -226,7 +209,7 @@ class CheckpointBrowser:
         self.summary.value = (
             f"<b>{html.escape(info.name)}</b>: {html.escape(info.status)}, step {info.steps}"
             + (f"/{info.total_steps}" if info.total_steps else "")
-            + f", {fmt_size(info.size_bytes)} on disk"
+            + f", {fmt_bytes(info.size_bytes)} on disk"
             + (f" · {html.escape(fmt_metrics(info.metrics))}" if info.metrics else "")
         )
         self.card_button.disabled = not (self.run_dir / "card.html").is_file()
@@ -264,7 +247,7 @@ class CheckpointBrowser:
                 W.HTML(str(c.step)),
                 W.HTML(epoch),
                 W.HTML(html.escape(fmt_metrics(c.metrics)) or "-"),
-                W.HTML(fmt_size(c.size_bytes)),
+                W.HTML(fmt_bytes(c.size_bytes)),
                 W.HTML(flags(c)),
                 resume,
                 try_,
@@ -291,14 +274,14 @@ class CheckpointBrowser:
         yes.on_click(lambda _: self.delete(c))
         no.on_click(lambda _: setattr(self.confirm_box, "children", ()))
         self.confirm_box.children = (
-            W.HTML(f"Delete <b>{c.name}</b> ({fmt_size(c.size_bytes)})? This cannot be undone."),
+            W.HTML(f"Delete <b>{c.name}</b> ({fmt_bytes(c.size_bytes)})? This cannot be undone."),
             yes,
             no,
         )
 
     def delete(self, c: Checkpoint | str) -> None:
         """Delete a checkpoint (refused for the best and the newest one)."""
-        from nbtrain.checkpoints import delete_checkpoint
+        from nbtrain.runs import delete_checkpoint
 
         path = c.path if isinstance(c, Checkpoint) else self.run_dir / str(c)
         try:
@@ -372,13 +355,14 @@ class CheckpointBrowser:
 
 def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
     """Load a checkpoint (weights via safetensors) and predict ``texts`` with its run's task."""
-    from nbtrain.api import _load_final_model, _start_task, load_run
+    from nbtrain.api import load_run
     from nbtrain.config import Config
     from nbtrain.engine.tasks import get_task
+    from nbtrain.runs import load_final_model, run_task
 
     ckpt = Path(ckpt)
     run = load_run(ckpt.parent)
-    task_name = _start_task(run)
+    task_name = run_task(run.output_dir)
     if (ckpt / "adapter_model.safetensors").is_file():
         from nbtrain.errors import ConfigError
 
@@ -386,7 +370,7 @@ def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
             "This is a LoRA checkpoint (adapters only); try the run's final model with "
             "nbtrain.load_run(name).predict([...]) instead."
         )
-    model = _load_final_model(ckpt, task_name)
+    model = load_final_model(ckpt, task_name)
     from transformers import AutoTokenizer
 
     tok_dir = ckpt if (ckpt / "tokenizer_config.json").is_file() else run.final_dir

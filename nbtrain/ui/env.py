@@ -26,5 +26,5 @@ def widgets_available() -> tuple[bool, str]:
 def fallback_message(reason: str) -> str:
     return (
         f"nbtrain: the widget UI cannot be shown here: {reason}. Showing the HTML version "
-        "instead; everything it offers is also in the %%finetune magic and nbtrain.checkpoints."
+        "instead; everything it offers is also in the %%finetune magic and nbtrain.runs."
     )

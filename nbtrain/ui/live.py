@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.events import Event
+from nbtrain.format import fmt_time
 
 _CSS = (
     "<style>.nbt-live{font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
@@ -31,15 +32,6 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return html.escape(str(v))
-
-
-def fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(max(0, seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class PanelView:

@@ -1,7 +1,8 @@
 """What the installed transformers' ``TrainingArguments`` takes, and the translation to it.
 
-The field list is read once per transformers version and cached as JSON, so checking a config
-does not import torch after the first time.
+The field list is read once per transformers version and cached as JSON
+(``nbtrain.config.training_fields`` reads that cache, so checking a config imports neither
+torch nor transformers). ``python -m nbtrain.engine.training_args`` writes the cache.
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ import json
 import os
 from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-
-def _cache_file(version: str) -> Path:
-    root = Path(os.environ.get("NBTRAIN_CACHE", Path.home() / ".cache" / "nbtrain"))
-    return root / f"training_args-{version}.json"
+from nbtrain.config.training_fields import cache_file as _cache_file
 
 
 @lru_cache(maxsize=1)
@@ -174,3 +171,9 @@ def _report_to(value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else list(value or [])
     items = [i for i in items if i != "none"]
     return items or ["none"]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(json.dumps(installed_training_fields()) + "\n")

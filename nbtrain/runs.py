@@ -1,6 +1,9 @@
-"""The run store: runs, their checkpoints, which are complete, best and newest, and disk use.
+"""The run store: everything that looks into ``runs/`` goes through here.
 
-Reads ``trainer_state.json``, ``events.jsonl`` and nbtrain's completion marker. No torch.
+Finds runs by name, their status (new, running, interrupted, stopped, failed, finished), task,
+checkpoints (complete, best, newest) and final model; removes folders safely; measures disk use.
+Reads ``trainer_state.json``, ``events.jsonl`` and nbtrain's completion marker; torch and
+transformers load only inside :func:`load_final_model`.
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def prune_after_nan(run_dir: str | os.PathLike, nan_step: int) -> Checkpoint | N
     newer one whose weights are not finite; return the last good checkpoint (kept)."""
     for c in reversed(list_checkpoints(run_dir)):
         if c.step >= nan_step or not c.complete or not has_finite_weights(c.path):
-            _remove_tree(c.path)
+            remove_tree(c.path)
         else:
             return c
     return None
@@ -209,10 +212,10 @@ def delete_checkpoint(ckpt: Checkpoint | str | os.PathLike, *, force: bool = Fal
             f"{path.name} is the {role} checkpoint of its run and is kept; pass force=True to "
             "delete it anyway."
         )
-    _remove_tree(path)
+    remove_tree(path)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     # Truncate first: on a mounted Google Drive a deleted file goes to the Drive trash with its
     # full size; an emptied one costs nothing there.
     for p in path.rglob("*"):
@@ -287,3 +290,63 @@ def _evals_by_step(run: Path) -> dict[int, dict[str, float]]:
 def iter_checkpoint_dirs(run_dir: str | os.PathLike) -> Iterator[Path]:
     for c in list_checkpoints(run_dir):
         yield c.path
+
+
+def drop_incomplete(run_dir: str | os.PathLike) -> None:
+    """Half-written checkpoints (a crash mid-save) are never resumed from: remove them."""
+    for c in list_checkpoints(run_dir):
+        if not c.complete:
+            remove_tree(c.path)
+
+
+def find_run(name: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
+    """The folder of the run ``name`` (a name under ``runs_dir`` or a run folder's path).
+
+    Raises:
+        ConfigError: no such run, with the closest names and the list of runs.
+    """
+    for path in (Path(name), Path(runs_dir) / str(name)):
+        if (path / "config.yaml").exists() or (path / "final").is_dir():
+            return path
+    from nbtrain.errors import ConfigError, did_you_mean
+
+    names = [r.name for r in list_runs(runs_dir)]
+    raise ConfigError(
+        f"No run named {str(name)!r} in {str(runs_dir)!r}.{did_you_mean(str(name), names)}"
+        + (f" Runs: {', '.join(names)}." if names else " There are no runs there yet.")
+    )
+
+
+def run_task(run_dir: str | os.PathLike) -> str:
+    """The task a run trained (from its start event; classification for runs that never started)."""
+    for ev in read_events(Path(run_dir)):
+        if ev.type == "start" and getattr(ev, "task", ""):
+            return ev.task
+    return "text-classification"
+
+
+def final_dir(run_dir: str | os.PathLike) -> Path | None:
+    """``final/`` of a run when it holds a saved model, else None."""
+    d = Path(run_dir) / "final"
+    return d if d.is_dir() and any(d.iterdir()) else None
+
+
+def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
+    """The model saved in ``path`` (a run's ``final/`` or a checkpoint) for ``task_name``.
+
+    A LoRA folder (``adapter_config.json``) loads its base model with the adapter on top.
+    Weights load from safetensors only.
+    """
+    import transformers
+
+    from nbtrain.engine.tasks import registry
+
+    tasks = registry()
+    cls_name = tasks[task_name].auto_model_class if task_name in tasks else "AutoModel"
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        from nbtrain.engine.lora import load_adapter_model
+
+        return load_adapter_model(path, cls_name)
+    cls = getattr(transformers, cls_name)
+    return cls.from_pretrained(str(path), use_safetensors=True)
