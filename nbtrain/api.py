@@ -46,7 +46,10 @@ def finetune(
     """
     from nbtrain.engine.runner import run
 
-    cfg = load_config(config, **overrides)
+    # A Config was validated when it was built: it is used as it is.
+    cfg = (
+        config if isinstance(config, Config) and not overrides else load_config(config, **overrides)
+    )
     if display == "auto" and cfg.display != "auto":
         display = cfg.display  # the config's `display:` key, unless the caller chose one
     subscribers = _subscribers(display, on_event)

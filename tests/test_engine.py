@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -180,16 +181,18 @@ def test_cli_run_and_runs(fast_cfg, tmp_path):
 def test_distributed_ranks_share_one_folder(fast_cfg, monkeypatch):
     """Under accelerate launch every rank derives the same run folder; only rank 0 writes."""
     from nbtrain.config import load_config
-    from nbtrain.engine.runner import default_name, open_run
+    from nbtrain.engine.runner import create_run, default_name, locate_run
 
     cfg = load_config({**fast_cfg, "name": None})
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert default_name(cfg) == default_name(cfg)
-    run_dir, _, existing = open_run(cfg, restart=False)
+    run_dir, name, existing = locate_run(cfg, restart=False)
+    create_run(cfg, run_dir, name)
     assert not existing and not run_dir.exists()  # rank 1 writes nothing
     monkeypatch.setenv("RANK", "0")
-    run_dir0, _, _ = open_run(cfg, restart=False)
+    run_dir0, name0, _ = locate_run(cfg, restart=False)
+    create_run(cfg, run_dir0, name0)
     assert run_dir0 == run_dir and (run_dir / "config.yaml").exists()
 
 
@@ -216,3 +219,63 @@ def test_plot_returns_a_png_of_the_curves(finished, tmp_path):
     img = result.plot()
     assert img._repr_png_().startswith(b"\x89PNG")
     assert img.save(tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_errors_before_training_leave_nothing_on_disk(fast_cfg, runs_dir, tmp_path):
+    """A data error, a config error the Trainer finds, a crash while building the Trainer:
+    nothing is written, so `runs/` holds no failed stub."""
+    bad_data = tmp_path / "bad.csv"
+    bad_data.write_text("text,label\n")  # no rows
+    seen = []
+    with pytest.raises(nbtrain.ConfigError):
+        nbtrain.finetune(
+            {**fast_cfg, "data": {"train": str(bad_data)}}, display="none", on_event=seen.append
+        )
+    assert [e.type for e in seen][-2:] == ["error", "end"]  # the view still hears why
+    with pytest.raises(nbtrain.ConfigError, match="TrainingArguments rejected"):
+        nbtrain.finetune({**fast_cfg, "dataloader_prefetch_factor": 2}, display="none")
+
+    class Broken:  # a callback whose construction by the Trainer fails
+        def __init__(self) -> None:
+            raise RuntimeError("broken callback")
+
+    with pytest.raises(RuntimeError, match="broken callback"):
+        nbtrain.finetune({**fast_cfg, "callbacks": [Broken]}, display="none")
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_a_refused_restart_keeps_the_old_run(fast_cfg, runs_dir, tmp_path):
+    from nbtrain.runs import run_status
+
+    nbtrain.finetune({**fast_cfg, "epochs": 1}, display="none")
+    events_before = (runs_dir / "tiny" / "events.jsonl").read_text()
+    bad_data = tmp_path / "bad.csv"
+    bad_data.write_text("text,label\n")
+    with pytest.raises(nbtrain.ConfigError):
+        nbtrain.finetune(
+            {**fast_cfg, "epochs": 1, "data": {"train": str(bad_data)}},
+            restart=True,
+            display="none",
+        )
+    assert run_status(runs_dir / "tiny").status == "finished"
+    assert (runs_dir / "tiny" / "events.jsonl").read_text() == events_before
+    assert (runs_dir / "tiny" / "final").is_dir()
+
+
+def test_batch_size_in_events_counts_every_process(fast_cfg, monkeypatch):
+    """samples/step = per device x accumulation x processes (WORLD_SIZE under accelerate)."""
+    from nbtrain.config import load_config
+    from nbtrain.engine import runner
+    from nbtrain.engine.runner import _Session  # white-box: no second process needed
+    from nbtrain.events import EventBus
+
+    cfg = load_config({**fast_cfg, "gradient_accumulation_steps": 2})
+    seen = []
+    monkeypatch.setattr(runner, "world_size", lambda: 3)  # as accelerate launch would set it
+    s = _Session(cfg, Path(fast_cfg["runs_dir"]) / "x", "x", EventBus([seen.append]), None)
+    s.prepare()
+    s.build()
+    s.event_cb.on_train_begin(s.args, s.trainer.state, s.trainer.control)
+    start = next(e for e in seen if e.type == "start")
+    assert start.batch_size == 16 * 2 * 3
+    s.release()

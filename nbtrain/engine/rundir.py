@@ -64,45 +64,51 @@ def identity(cfg: Config) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def open_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
-    """Create or reopen the run folder. Returns (run_dir, name, existing).
+def locate_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
+    """Where the run lives and whether it is a run to continue. Creates and removes nothing.
 
-    Same name and identity: reopen (resume or reuse). Different identity: refuse, naming the
-    changed keys. ``restart``: remove the old run first.
+    Returns (run_dir, name, existing). Same name and identity: existing (resume or reuse).
+    Different identity: refused, naming the changed keys. ``restart``: not existing (the old
+    folder is replaced by :func:`create_run`, so a config error found before training keeps it).
     """
     name = cfg.name or default_name(cfg)
     run_dir = Path(cfg.runs_dir).expanduser() / name
-    ident = identity(cfg)
     if not is_main_process():
         # Other ranks only read: rank 0 checks, creates or cleans the folder.
         return run_dir, name, (run_dir / "identity.json").exists()
-    if run_dir.exists():
-        ident_file = run_dir / "identity.json"
-        if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"The folder {str(run_dir)!r} exists and is not an nbtrain run; choose another "
-                "name or runs_dir.",
-                field="name",
-            )
-        if restart:
-            from nbtrain.runs import remove_tree
+    if not run_dir.exists():
+        return run_dir, name, False
+    if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"The folder {str(run_dir)!r} exists and is not an nbtrain run; choose another "
+            "name or runs_dir.",
+            field="name",
+        )
+    ident_file = run_dir / "identity.json"
+    if restart or not ident_file.exists():
+        return run_dir, name, False
+    changed = diff_configs(json.loads(ident_file.read_text()), identity(cfg))
+    if changed:
+        raise ConfigError(
+            f"A run named {name!r} already exists with a different config (changed: "
+            f"{', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}). Re-run with "
+            "--restart (restart=True) to start it over, or give the run a new name.",
+            field="name",
+        )
+    return run_dir, name, True
 
-            remove_tree(run_dir)
-        elif ident_file.exists():
-            old = json.loads(ident_file.read_text())
-            changed = diff_configs(old, ident)
-            if changed:
-                raise ConfigError(
-                    f"A run named {name!r} already exists with a different config (changed: "
-                    f"{', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}). Re-run with "
-                    "--restart (restart=True) to start it over, or give the run a new name.",
-                    field="name",
-                )
-            return run_dir, name, True
+
+def create_run(cfg: Config, run_dir: Path, name: str) -> None:
+    """Write a new run folder (replacing an old one of the same name): config and identity."""
+    if not is_main_process():
+        return
+    if run_dir.exists():
+        from nbtrain.runs import remove_tree
+
+        remove_tree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(_config_yaml(cfg, name), encoding="utf-8")
-    (run_dir / "identity.json").write_text(json.dumps(ident, indent=1, sort_keys=True))
-    return run_dir, name, False
+    (run_dir / "identity.json").write_text(json.dumps(identity(cfg), indent=1, sort_keys=True))
 
 
 def _config_yaml(cfg: Config, name: str) -> str:

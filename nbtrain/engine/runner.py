@@ -25,10 +25,12 @@ from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's e
     total_steps,
 )
 from nbtrain.engine.rundir import (  # noqa: F401
+    create_run,
     default_name,
     identity,
     is_main_process,
-    open_run,
+    locate_run,
+    world_size,
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
@@ -69,6 +71,8 @@ class Outcome:
     task: Any = None
     resume_checkpoint: str | None = None
     error: ErrorEvent | None = None
+    best_checkpoint: str | None = None
+    final_dir: str | None = None
     reused: bool = False  # a finished run shown again without retraining
 
 
@@ -93,18 +97,15 @@ def run(
     restart: bool = False,
     stop: StopController | None = None,
 ) -> Outcome:
-    """Train (or resume, or reuse) the run ``cfg`` describes."""
-    try:
-        run_dir, name, existing = open_run(cfg, restart=restart)
-    except OSError as e:
-        raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
-    if not is_main_process():
-        subscribers = ()  # one progress view and one event log per run, from rank 0
-    log = EventLog(run_dir / "events.jsonl") if is_main_process() else None
-    bus = EventBus([fn for fn in (log, *subscribers) if fn is not None])
-    stop = stop or StopController()
+    """Train (or resume, or reuse) the run ``cfg`` describes.
 
-    resume: str | None = None
+    Errors found before training (config, data, the model, the Trainer refusing an argument)
+    reach the subscribers and are raised; they change nothing on disk.
+    """
+    run_dir, name, existing = locate_run(cfg, restart=restart)
+    main = is_main_process()
+    if not main:
+        subscribers = ()  # one progress view and one event log per run, from rank 0
     if existing:
         info = run_status(run_dir)
         if info.status == "finished" and (run_dir / "final").is_dir():
@@ -113,30 +114,72 @@ def run(
                     with contextlib.suppress(Exception):
                         fn(ev)
             return Outcome(
-                name=name,
-                run_dir=run_dir,
-                status="finished",
-                metrics=info.metrics,  # run_status read the end event's metrics
-                reused=True,
+                name=name, run_dir=run_dir, status="finished", metrics=info.metrics, reused=True
             )
-        ckpt = newest_complete(run_dir)
-        resume = str(ckpt.path) if ckpt else None
-        if is_main_process():
-            drop_incomplete(run_dir)
-
+    if main:
+        try:  # a runs_dir that cannot be written is a config error, before any work
+            Path(cfg.runs_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
+    pending = _Pending()  # events wait for the run folder, written once training can start
+    bus = EventBus([pending, *subscribers])
+    session = _Session(cfg, run_dir, name, bus, stop or StopController())
     try:
-        prep = prepare(cfg, bus)
-        for message in prep.notices:
-            bus.emit(Notice(kind="data", message=message))
-        return _train(cfg, prep, run_dir, name, bus, stop, resume)
-    except (ConfigError, DataError) as e:
-        bus.emit(
-            ErrorEvent(
-                kind="data" if isinstance(e, DataError) else "config", message=str(e), advice=""
+        session.prepare()
+        session.build()
+    except BaseException as e:
+        session.release()
+        if not existing and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the Trainer may have made output_dir: a refused run leaves nothing
+        if isinstance(e, (ConfigError, DataError)):
+            kind = "data" if isinstance(e, DataError) else "config"
+            bus.emit(ErrorEvent(kind=kind, message=str(e), advice=""))
+            bus.emit(RunEnded(status="failed"))
+        elif isinstance(e, Exception):
+            bus.emit(
+                ErrorEvent(
+                    kind="error",
+                    message=_one_line(e),
+                    advice="Nothing was trained and nothing was written.",
+                )
             )
-        )
-        bus.emit(RunEnded(status="failed"))
+            bus.emit(RunEnded(status="failed"))
         raise
+    try:
+        if not existing:
+            create_run(cfg, run_dir, name)
+        if main:
+            drop_incomplete(run_dir)
+            write_env(run_dir, cfg, session.dev, session.precision, session.args)
+            log = EventLog(run_dir / "events.jsonl")
+            pending.flush_into(log)
+            bus.subscribers[bus.subscribers.index(pending)] = log
+    except OSError as e:
+        session.release()
+        raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
+    newest = newest_complete(run_dir) if existing else None
+    return session.train(str(newest.path) if newest else None)
+
+
+class _Pending:
+    """Holds the persistent events emitted before the run folder exists."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        if event.persist:
+            self.events.append(event)
+
+    def flush_into(self, log: EventLog) -> None:
+        for ev in self.events:
+            log(ev)
+        self.events.clear()
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def _unwritable_message(cfg: Config, e: OSError) -> str:
@@ -153,293 +196,301 @@ def _unwritable_message(cfg: Config, e: OSError) -> str:
     )
 
 
-def _train(
-    cfg: Config,
-    prep: Prepared,
-    run_dir: Path,
-    name: str,
-    bus: EventBus,
-    stop: StopController,
-    resume: str | None,
-) -> Outcome:
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+class _Session:
+    """One run in three steps: :meth:`build` the Trainer, :meth:`train`, and one way out
+    (:meth:`_end`) that emits the end event and gives the memory back."""
 
-    from nbtrain.engine import resume as _resume
-    from nbtrain.engine.model import (
-        count_parameters,
-        device_info,
-        load_model,
-        resolve_precision,
-    )
+    def __init__(
+        self, cfg: Config, run_dir: Path, name: str, bus: EventBus, stop: StopController
+    ) -> None:
+        self.cfg, self.run_dir, self.name, self.bus, self.stop = cfg, run_dir, name, bus, stop
+        self.prep: Prepared | None = None
+        self.trainer: Any = None
+        self.model: Any = None
 
-    task = prep.task
-    dev = device_info()
-    precision = resolve_precision(cfg.precision, dev)
-    from nbtrain.engine.model import configure_hardware
+    # -- before training: nothing here touches the run folder -----------------------------------
+    def prepare(self) -> None:
+        self.prep = prepare(self.cfg, self.bus)
+        for message in self.prep.notices:
+            self.bus.emit(Notice(kind="data", message=message))
 
-    configure_hardware(cfg, dev)  # 8-bit optimizers / 4-bit loading need bitsandbytes + CUDA
+    def build(self) -> None:
+        """Model, TrainingArguments, callbacks and the Trainer."""
+        from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
-    from transformers import set_seed
+        from nbtrain.engine import resume as _resume
+        from nbtrain.engine.model import (
+            configure_hardware,
+            count_parameters,
+            device_info,
+            load_model,
+            quiet_transformers,
+            resolve_precision,
+        )
 
-    set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
-    if isinstance(prep.model_source, str):
-        model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
-        bus.emit(Notice(kind="model", message=_head_notice(task, prep)))
-    else:
-        model = prep.model_source
-    bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
-    if cfg.freeze_embeddings:
-        embeddings = model.get_input_embeddings()
-        if embeddings is None:
+        cfg, prep, bus = self.cfg, self.prep, self.bus
+        assert prep is not None
+        task = prep.task
+        self.dev = dev = device_info()
+        self.precision = precision = resolve_precision(cfg.precision, dev)
+        configure_hardware(cfg, dev)  # 8-bit optimizers / 4-bit loading need bitsandbytes + CUDA
+
+        bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
+        set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
+        if isinstance(prep.model_source, str):
+            model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
+            bus.emit(Notice(kind="model", message=_head_notice(prep)))
+        else:
+            model = prep.model_source
+        self.model = model
+        bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
+        if cfg.freeze_embeddings:
+            embeddings = model.get_input_embeddings()
+            if embeddings is None:
+                raise ConfigError(
+                    f"freeze_embeddings: {type(model).__name__} has no input embeddings to freeze.",
+                    field="freeze_embeddings",
+                )
+            embeddings.weight.requires_grad_(False)  # no gradient, no optimizer state for it
+        if cfg.lora is not None:
+            from nbtrain.engine.lora import apply_lora
+
+            model = self.model = apply_lora(model, cfg, task)  # params_trainable = adapters
+
+        n_train = len(prep.train)
+        steps = total_steps(n_train, cfg)
+        metric, greater = _best_metric(cfg, task)
+        kwargs = translate(
+            cfg,
+            output_dir=str(self.run_dir),
+            has_eval=prep.eval is not None,
+            metric_for_best_model=metric,
+            greater_is_better=greater,
+            precision=precision,
+            logging_steps=cfg.logging_steps or max(1, min(50, round(steps / 100))),
+        )
+        kwargs["remove_unused_columns"] = False  # our datasets hold model inputs + length only
+        kwargs["length_column_name"] = "length"
+        if dev.kind == "cpu":
+            kwargs.setdefault("use_cpu", True)
+            kwargs["dataloader_pin_memory"] = False
+        try:
+            with _tensorboard_dir(cfg, self.run_dir):
+                self.args = args = TrainingArguments(**kwargs)
+        except (ValueError, TypeError) as e:
             raise ConfigError(
-                f"freeze_embeddings: {type(model).__name__} has no input embeddings to freeze.",
-                field="freeze_embeddings",
+                f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
+            ) from None
+
+        self.event_cb = event_cb = EventCallback(bus, task, self.stop)
+        # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
+        callbacks: list[Any] = [*task.callbacks(), event_cb]
+        if cfg.early_stopping_patience and args.load_best_model_at_end:
+            callbacks.append(
+                EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)
             )
-        embeddings.weight.requires_grad_(False)  # no gradient, no optimizer state for it
-    if cfg.lora is not None:
-        from nbtrain.engine.lora import apply_lora
-
-        model = apply_lora(model, cfg, task)  # before counting: params_trainable = adapters
-
-    n_train = len(prep.train)
-    steps = total_steps(n_train, cfg)
-    metric, greater = _best_metric(cfg, task)
-    logging_steps = cfg.logging_steps or max(1, min(50, round(steps / 100)))
-    kwargs = translate(
-        cfg,
-        output_dir=str(run_dir),
-        has_eval=prep.eval is not None,
-        metric_for_best_model=metric,
-        greater_is_better=greater,
-        precision=precision,
-        logging_steps=logging_steps,
-    )
-    kwargs["remove_unused_columns"] = False  # our datasets hold model inputs + length only
-    kwargs["length_column_name"] = "length"
-    if dev.kind == "cpu":
-        kwargs.setdefault("use_cpu", True)
-        kwargs["dataloader_pin_memory"] = False
-    try:
-        with _tensorboard_dir(cfg, run_dir):
-            args = TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
-        ) from None
-    if is_main_process():
-        write_env(run_dir, cfg, dev, precision, args)
-
-    event_cb = EventCallback(bus, task, stop)
-    # Task callbacks first: they add metrics (perplexity, generation) the event bridge records.
-    callbacks: list[Any] = [*task.callbacks(), event_cb]
-    if cfg.early_stopping_patience and args.load_best_model_at_end:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    elif cfg.early_stopping_patience:
-        raise ConfigError(
-            "early_stopping_patience needs evaluation with load_best_model_at_end.",
-            field="early_stopping_patience",
-        )
-    callbacks += list(cfg.callbacks or [])
-
-    trainer_cls = cfg.trainer_class or Trainer
-    from nbtrain.engine.model import quiet_transformers
-
-    with _tensorboard_dir(cfg, run_dir), quiet_transformers():
-        trainer = trainer_cls(
-            model=model,
-            args=args,
-            train_dataset=prep.train,
-            eval_dataset=prep.eval,
-            data_collator=task.collator(
-                prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
-            ),
-            processing_class=prep.tokenizer,
-            compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
-            callbacks=callbacks,
-            compute_loss_func=task.compute_loss_func(),
-        )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
-    trainer.remove_callback(ProgressCallback)
-    _resume.install_seeded_sampler(
-        trainer, cfg.seed
-    )  # exact resume: epoch order from (seed, epoch)
-    total, trainable = count_parameters(model)
-    start_kwargs = dict(
-        run=name,
-        run_dir=str(run_dir),
-        task=task.name,
-        model=str(describe_model(cfg)),
-        device=dev.label,
-        precision=precision,
-        num_epochs=cfg.num_train_epochs,
-        train_samples=n_train,
-        eval_samples=len(prep.eval) if prep.eval is not None else 0,
-        batch_size=cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
-        params_total=total,
-        params_trainable=trainable,
-        resumed_from=resume,
-        labels=prep.labels,
-        config=config_to_dict(cfg),
-    )
-    event_cb.on_train_begin = _emit_start(event_cb, bus, start_kwargs)  # type: ignore[method-assign]
-
-    guards = Guards(trainer, bus)  # NaN per micro-step, OOM in evaluation
-    event_cb.guards = guards
-
-    t0 = time.time()
-    interrupted = False
-    failure: ErrorEvent | None = None
-    train_out = None
-    try:
-        with stop.signals(), _quiet_hf_progress():
-            train_out, failure = train_surviving(trainer, guards, event_cb, run_dir, resume)
-    except KeyboardInterrupt:
-        interrupted = True
-    except Exception as e:
-        bus.emit(
-            ErrorEvent(
-                step=trainer.state.global_step,
-                kind="error",
-                message=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                advice="See the traceback; the newest complete checkpoint is kept.",
+        elif cfg.early_stopping_patience:
+            raise ConfigError(
+                "early_stopping_patience needs evaluation with load_best_model_at_end.",
+                field="early_stopping_patience",
             )
-        )
-        bus.emit(
-            RunEnded(
-                step=trainer.state.global_step,
-                status="failed",
-                duration_s=time.time() - t0,
-                resume_checkpoint=_newest(run_dir),
-            )
-        )
-        _free(trainer, model)
-        raise
-    step = trainer.state.global_step
-    nan_steps = [s for s in (guards.nan_step, event_cb.nan_step) if s is not None]
+        callbacks += list(cfg.callbacks or [])
 
-    if failure is None and not nan_steps and (interrupted or stop.requested):
-        status = "stopped" if stop.reason == "stopped" else "interrupted"
-        ckpt = run_dir / f"checkpoint-{step}"
+        with _tensorboard_dir(cfg, self.run_dir), quiet_transformers():
+            self.trainer = trainer = (cfg.trainer_class or Trainer)(
+                model=model,
+                args=args,
+                train_dataset=prep.train,
+                eval_dataset=prep.eval,
+                data_collator=task.collator(
+                    prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
+                ),
+                processing_class=prep.tokenizer,
+                compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
+                callbacks=callbacks,
+                compute_loss_func=task.compute_loss_func(),
+            )
+        trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
+        trainer.remove_callback(ProgressCallback)
+        _resume.install_seeded_sampler(trainer, cfg.seed)  # epoch order from (seed, epoch)
+        total, trainable = count_parameters(model)
+        start = dict(
+            run=self.name,
+            run_dir=str(self.run_dir),
+            task=task.name,
+            model=str(describe_model(cfg)),
+            device=dev.label,
+            precision=precision,
+            num_epochs=cfg.num_train_epochs,
+            train_samples=n_train,
+            eval_samples=len(prep.eval) if prep.eval is not None else 0,
+            # samples per optimizer step, all processes together
+            batch_size=cfg.per_device_train_batch_size
+            * cfg.gradient_accumulation_steps
+            * world_size(),
+            params_total=total,
+            params_trainable=trainable,
+            labels=prep.labels,
+            config=config_to_dict(cfg),
+        )
+        event_cb.on_train_begin = _emit_start(event_cb, bus, start)  # type: ignore[method-assign]
+        self.guards = event_cb.guards = Guards(trainer, bus)  # NaN per micro-step, OOM in eval
+
+    # -- training ---------------------------------------------------------------------------
+    def train(self, resume: str | None) -> Outcome:
+        """Train from ``resume`` (a checkpoint) or from the start; every way out goes via _end."""
+        self.event_cb.start_extra = {"resumed_from": resume}
+        self.t0 = time.time()
+        trainer, run_dir = self.trainer, self.run_dir
+        interrupted = False
+        try:
+            with self.stop.signals(), _quiet_hf_progress():
+                train_out, failure = train_surviving(
+                    trainer, self.guards, self.event_cb, run_dir, resume
+                )
+        except KeyboardInterrupt:
+            interrupted, train_out, failure = True, None, None
+        except Exception as e:
+            self.bus.emit(
+                ErrorEvent(
+                    step=trainer.state.global_step,
+                    kind="error",
+                    message=_one_line(e),
+                    advice="See the traceback; the newest complete checkpoint is kept.",
+                )
+            )
+            self._end(Outcome(name=self.name, run_dir=run_dir, status="failed"))
+            raise
+        return self._end(self._conclude(train_out, failure, interrupted))
+
+    def _conclude(self, train_out: Any, failure: ErrorEvent | None, interrupted: bool) -> Outcome:
+        """What the training call left: stopped, failed (NaN, OOM, disk) or finished."""
+        trainer, run_dir, step = self.trainer, self.run_dir, self.trainer.state.global_step
+        nan_steps = [s for s in (self.guards.nan_step, self.event_cb.nan_step) if s is not None]
+        if failure is None and not nan_steps and (interrupted or self.stop.requested):
+            failure = self._save_on_stop(step)
+            if failure is None:
+                status = "stopped" if self.stop.reason == "stopped" else "interrupted"
+                return self._outcome(status)
+        if failure is None and nan_steps:
+            # The last good checkpoint: saved before the NaN step, with finite weights.
+            kept = prune_after_nan(run_dir, min(nan_steps))
+            failure = nan_error(min(nan_steps), str(kept.path) if kept else None)
+        if failure is None:
+            metrics = _train_metrics(train_out)
+            if self.prep is not None and self.prep.eval is not None:
+                evals = _final_eval(trainer, run_dir)
+                metrics.update({f"eval_{k}": v for k, v in evals.items()})
+            failure = self._save_final(step)
+            if failure is None:
+                best = trainer.state.best_model_checkpoint
+                return self._outcome(
+                    "finished",
+                    metrics=metrics,
+                    best_checkpoint=str(best) if best else None,
+                    final_dir=str(run_dir / "final"),
+                )
+        self.bus.emit(failure)
+        return self._outcome("failed", error=failure)
+
+    def _save_on_stop(self, step: int) -> ErrorEvent | None:
+        """A resumable checkpoint of the last finished step (after Stop or an interrupt)."""
+        ckpt = self.run_dir / f"checkpoint-{step}"
         try:
             if step > 0 and not is_complete(ckpt):
-                event_cb.rng.restore(step)  # the RNG as the finished step left it, not mid-forward
-                _save_now(trainer, ckpt)
-                event_cb.on_save(trainer.args, trainer.state, trainer.control)
+                self.event_cb.rng.restore(step)  # the RNG as the step left it, not mid-forward
+                _save_now(self.trainer, ckpt)
+                self.event_cb.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
         except OSError as e:
             if not is_disk_error(e):
                 raise
-            failure = disk_error(e, ckpt, step, _newest(run_dir))
-        if failure is None:
-            resume_ckpt = _newest(run_dir)
-            bus.emit(
-                RunEnded(
-                    step=step,
-                    status=status,
-                    duration_s=time.time() - t0,
-                    resume_checkpoint=resume_ckpt,
-                )
-            )
-            _free(trainer, model)
-            return Outcome(
-                name=name, run_dir=run_dir, status=status, resume_checkpoint=resume_ckpt, task=task
-            )
+            return disk_error(e, ckpt, step, _newest(self.run_dir))
+        return None
 
-    if failure is None and nan_steps:
-        # The last good checkpoint: saved before the NaN step, with finite weights.
-        kept = prune_after_nan(run_dir, min(nan_steps))
-        failure = nan_error(min(nan_steps), str(kept.path) if kept else None)
-
-    if failure is not None:
-        return _failed(failure, trainer, model, bus, run_dir, name, task, step, t0)
-
-    metrics: dict[str, float] = {}
-    if train_out is not None:
-        metrics.update(
-            {
-                f"train_{k}" if not k.startswith("train_") else k: float(v)
-                for k, v in train_out.metrics.items()
-                if isinstance(v, (int, float)) and k != "epoch"
-            }
-        )
-    if prep.eval is not None:
-        eval_metrics = _final_eval(trainer, event_cb, run_dir)
-        metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
-
-    final_dir = run_dir / "final"
-    tmp_final = run_dir / "final.tmp"
-    shutil.rmtree(tmp_final, ignore_errors=True)
-    try:
-        with _quiet_hf_progress():
-            trainer.save_model(str(tmp_final))
-            if cfg.lora is not None:
-                from nbtrain.engine.lora import save_base_config
-
-                save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
-        if is_main_process():  # save_model is collective (DeepSpeed/FSDP); the rest is rank 0's
-            if prep.tokenizer is not None:
-                prep.tokenizer.save_pretrained(str(tmp_final))
-            shutil.rmtree(final_dir, ignore_errors=True)
-            os.replace(tmp_final, final_dir)
-    except OSError as e:
-        if not is_disk_error(e):
-            raise
-        # The checkpoints are intact: a re-run resumes from the last one and saves final/ again.
+    def _save_final(self, step: int) -> ErrorEvent | None:
+        """``final/``: written beside, then moved in, so a full disk never leaves half of it."""
+        trainer, run_dir, prep = self.trainer, self.run_dir, self.prep
+        final_dir, tmp_final = run_dir / "final", run_dir / "final.tmp"
         shutil.rmtree(tmp_final, ignore_errors=True)
-        failure = disk_error(e, run_dir, step, _newest(run_dir), what="the final model")
-        return _failed(failure, trainer, model, bus, run_dir, name, task, step, t0)
+        try:
+            with _quiet_hf_progress():
+                trainer.save_model(str(tmp_final))
+                if self.cfg.lora is not None:
+                    from nbtrain.engine.lora import save_base_config
 
-    best = trainer.state.best_model_checkpoint
-    bus.emit(
-        RunEnded(
-            step=step,
-            status="finished",
-            metrics=metrics,
-            best_checkpoint=str(best) if best else None,
-            final_dir=str(final_dir),
-            duration_s=time.time() - t0,
-            train_samples_per_second=metrics.get("train_samples_per_second"),
+                    save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
+            if is_main_process():  # save_model is collective (DeepSpeed/FSDP); the rest: rank 0
+                if prep is not None and prep.tokenizer is not None:
+                    prep.tokenizer.save_pretrained(str(tmp_final))
+                shutil.rmtree(final_dir, ignore_errors=True)
+                os.replace(tmp_final, final_dir)
+        except OSError as e:
+            if not is_disk_error(e):
+                raise
+            # The checkpoints are intact: a re-run resumes from the last one and saves final/.
+            shutil.rmtree(tmp_final, ignore_errors=True)
+            return disk_error(e, run_dir, step, _newest(run_dir), what="the final model")
+        return None
+
+    def _outcome(self, status: str, **kw: Any) -> Outcome:
+        return Outcome(
+            name=self.name,
+            run_dir=self.run_dir,
+            status=status,
+            task=self.prep.task if self.prep is not None else None,
+            **kw,
         )
-    )
-    model = trainer.model
-    del trainer
-    gc.collect()
-    return Outcome(
-        name=name,
-        run_dir=run_dir,
-        status="finished",
-        metrics=metrics,
-        model=model,
-        tokenizer=prep.tokenizer,
-        task=task,
-    )
 
-
-def _failed(
-    failure: ErrorEvent,
-    trainer: Any,
-    model: Any,
-    bus: EventBus,
-    run_dir: Path,
-    name: str,
-    task: Any,
-    step: int,
-    t0: float,
-) -> Outcome:
-    """End a run on a recognised failure: the error event, a failed end, memory given back."""
-    bus.emit(failure)
-    bus.emit(
-        RunEnded(
-            step=step,
-            status="failed",
-            duration_s=time.time() - t0,
-            resume_checkpoint=_newest(run_dir),
+    def _end(self, outcome: Outcome) -> Outcome:
+        """The one way out: the end event, then the memory back (the model stays with a
+        finished run's result)."""
+        step = self.trainer.state.global_step if self.trainer is not None else 0
+        if outcome.status != "finished":
+            outcome.resume_checkpoint = _newest(self.run_dir)
+        self.bus.emit(
+            RunEnded(
+                step=step,
+                status=outcome.status,
+                metrics=outcome.metrics,
+                best_checkpoint=outcome.best_checkpoint,
+                final_dir=outcome.final_dir,
+                resume_checkpoint=outcome.resume_checkpoint,
+                duration_s=time.time() - self.t0,
+                train_samples_per_second=outcome.metrics.get("train_samples_per_second"),
+            )
         )
-    )
-    _free(trainer, model)
-    return Outcome(name=name, run_dir=run_dir, status="failed", error=failure, task=task)
+        if outcome.status == "finished":
+            outcome.model = self.trainer.model
+            outcome.tokenizer = self.prep.tokenizer if self.prep is not None else None
+        self.release()
+        return outcome
+
+    def release(self) -> None:
+        """Drop every reference the engine holds so the memory can go back."""
+        trainer, self.trainer, self.model = self.trainer, None, None
+        if trainer is not None:
+            with contextlib.suppress(Exception):
+                trainer.model = None
+                trainer.optimizer = None
+                trainer.lr_scheduler = None
+        del trainer
+        gc.collect()
+        with contextlib.suppress(Exception):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _train_metrics(train_out: Any) -> dict[str, float]:
+    if train_out is None:
+        return {}
+    return {
+        f"train_{k}" if not k.startswith("train_") else k: float(v)
+        for k, v in train_out.metrics.items()
+        if isinstance(v, (int, float)) and k != "epoch"
+    }
 
 
 def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any:
@@ -448,12 +499,13 @@ def _emit_start(cb: EventCallback, bus: EventBus, kwargs: dict[str, Any]) -> Any
             return  # train() again after an OOM: the same run goes on
         cb.started = True
         cb.train_start = time.time()
-        bus.emit(RunStarted(step=state.global_step, total_steps=state.max_steps, **kwargs))
+        extra = getattr(cb, "start_extra", {})
+        bus.emit(RunStarted(step=state.global_step, total_steps=state.max_steps, **kwargs, **extra))
 
     return on_train_begin
 
 
-def _head_notice(task: Any, prep: Prepared) -> str:
+def _head_notice(prep: Prepared) -> str:
     labels = prep.labels
     if labels:
         return (
@@ -490,7 +542,7 @@ def _metrics_fn(cfg: Config, task: Any) -> Any:
     return both
 
 
-def _final_eval(trainer: Any, cb: EventCallback, run_dir: Path) -> dict[str, float]:
+def _final_eval(trainer: Any, run_dir: Path) -> dict[str, float]:
     """Metrics of the final model: reuse the matching evaluation, or evaluate once more."""
     state = trainer.state
     final_step = state.global_step
@@ -523,21 +575,6 @@ def _newest(run_dir: Path) -> str | None:
     return str(c.path) if c else None
 
 
-def _free(trainer: Any, model: Any) -> None:
-    """Drop every reference the engine holds so the memory can go back."""
-    with contextlib.suppress(Exception):
-        trainer.model = None
-        trainer.optimizer = None
-        trainer.lr_scheduler = None
-    del trainer, model
-    gc.collect()
-    with contextlib.suppress(Exception):
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
 @contextlib.contextmanager
 def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
     """transformers 5 reads the TensorBoard folder from an environment variable."""
@@ -558,4 +595,4 @@ def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
             os.environ["TENSORBOARD_LOGGING_DIR"] = old
 
 
-__all__ = ["MARKER", "Outcome", "Prepared", "Ref", "open_run", "prepare", "run", "write_marker"]
+__all__ = ["MARKER", "Outcome", "Prepared", "Ref", "locate_run", "prepare", "run", "write_marker"]
