@@ -23,8 +23,10 @@ def finetune(
     display: str | Callable[[Event], None] | None = "auto",
     on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
     stop: Any = None,
+    background: bool = False,
+    parallel: bool = False,
     **overrides: Any,
-) -> RunResult:
+) -> Any:
     """Fine-tune a model and return the result.
 
     Calling it again with the same ``name`` and config resumes an unfinished run from its newest
@@ -37,27 +39,51 @@ def finetune(
             receiving every event.
         on_event: extra subscribers (callables taking an :class:`~nbtrain.events.Event`).
         stop: a ``StopController`` another thread may use to end the run cleanly.
+        background: train on a worker thread and return a :class:`~nbtrain.background.RunHandle`
+            at once; ``handle.wait()`` gives the RunResult.
+        parallel: with ``background``, start now even if another run of this kernel is training
+            (by default runs queue and train one at a time).
         **overrides: config fields, e.g. ``epochs=1`` or ``**{"data.train": "x.csv"}``.
+
+    Returns:
+        A :class:`RunResult`, or a ``RunHandle`` when ``background=True``.
 
     Raises:
         ConfigError: bad config or data, before any training.
         RunInterrupted: Ctrl-C / kernel interrupt; a resumable checkpoint was written.
         TrainingFailed: the loss became NaN/inf, or another recognised failure.
     """
-    from nbtrain.engine.runner import run
-
     # A Config was validated when it was built: it is used as it is.
     cfg = (
         config if isinstance(config, Config) and not overrides else load_config(config, **overrides)
     )
     if display == "auto" and cfg.display != "auto":
         display = cfg.display  # the config's `display:` key, unless the caller chose one
+    if background:
+        return _start_background(
+            cfg, restart=restart, display=display, on_event=on_event, parallel=parallel
+        )
     subscribers = _subscribers(display, on_event)
+    try:
+        return run_config(cfg, subscribers=subscribers, restart=restart, stop=stop)
+    finally:
+        for fn in subscribers:
+            close = getattr(fn, "close", None)
+            if callable(close):
+                close()
+
+
+def run_config(
+    cfg: Config,
+    *,
+    subscribers: list[Callable[[Event], None]],
+    restart: bool = False,
+    stop: Any = None,
+) -> RunResult:
+    """Train ``cfg`` on this thread with these subscribers: the core of :func:`finetune`."""
+    from nbtrain.engine.runner import run
+
     outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
-    for fn in subscribers:
-        close = getattr(fn, "close", None)
-        if callable(close):
-            close()
     result = RunResult._from_outcome(outcome, cfg)
     if outcome.status == "interrupted":
         where = f" at {Path(outcome.resume_checkpoint).name}" if outcome.resume_checkpoint else ""
@@ -76,14 +102,54 @@ def finetune(
     return result
 
 
+def _start_background(
+    cfg: Config, *, restart: bool, display: Any, on_event: Any, parallel: bool
+) -> Any:
+    import copy
+
+    from nbtrain.background import RunHandle
+    from nbtrain.display.card import CardWriter
+    from nbtrain.engine.rundir import default_name
+
+    if not cfg.name:
+        # Pin the name now: the handle, %nbtrain attach/stop and the folder must agree on it.
+        cfg = copy.copy(cfg)
+        cfg.name = default_name(cfg)
+    extra: list[Callable[[Event], None]] = []
+    view = None
+    if hasattr(display, "state") and hasattr(display, "show"):
+        view, display = display, "none"  # a live view the caller built (the form's panel)
+    elif callable(display):
+        extra.append(display)
+        display = "none"
+    if on_event is not None:
+        extra.extend([on_event] if callable(on_event) else list(on_event))
+    extra.append(CardWriter())
+    handle = RunHandle(
+        cfg, restart=restart, parallel=parallel, subscribers=extra, target=run_config
+    )
+    view = view or _view(display, on_stop=handle.stop)
+    handle.start()
+    if view is not None:
+        handle.watch(view)
+        view.show()
+    return handle
+
+
+def _view(display: Any, *, on_stop: Any = None) -> Any:
+    if display in (None, "none"):
+        return None
+    from nbtrain.display import make_renderer
+
+    return make_renderer(display, on_stop=on_stop)
+
+
 def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:
     subs: list[Callable[[Event], None]] = []
     if callable(display):
         subs.append(display)
-    elif display not in (None, "none"):
-        from nbtrain.display import make_renderer
-
-        renderer = make_renderer(display)
+    else:
+        renderer = _view(display)
         if renderer is not None:
             subs.append(renderer)
     if on_event is not None:
@@ -92,6 +158,46 @@ def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:
 
     subs.append(CardWriter())
     return subs
+
+
+def attach(
+    name: str, runs_dir: str | Path = "runs", *, display: Any = None, mode: str = "auto"
+) -> Any:
+    """Show a run's live view in this cell: the curves so far, then every new point.
+
+    Works for a background run of this kernel (after a browser reload or in a second tab too),
+    for a run another process is training (CLI, ``accelerate launch``), and for a finished run
+    (its card).
+
+    Args:
+        name: the run name (or its folder).
+        runs_dir: where runs live.
+        display: ``display(obj) -> handle`` (tests); IPython's by default.
+        mode: the view (auto | html | widgets | text).
+
+    Returns:
+        The run's RunHandle for a background run of this kernel, else what
+        :func:`nbtrain.display.attach` returns.
+    """
+    from nbtrain.background import RUNS
+
+    handle = RUNS.get(str(name))
+    if handle is not None and not handle.done:
+        if display is not None:
+            from nbtrain.display.live import HtmlRenderer
+
+            view = HtmlRenderer(display=display, write_card=False)
+        else:
+            view = _view(mode, on_stop=handle.stop)
+            if view is None:
+                return handle
+            view.write_card = False  # the run's first view writes the card
+        handle.watch(view)
+        view.show()
+        return handle
+    from nbtrain.display import attach as attach_from_log
+
+    return attach_from_log(name, runs_dir, display=display, mode=mode)
 
 
 def load_run(name: str | Path, runs_dir: str | Path = "runs") -> RunResult:

@@ -57,3 +57,12 @@ def fmt_metrics(metrics: dict[str, Any]) -> str:
         k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second", "total_flos"))
     }
     return ", ".join(f"{k} {fmt_short(v)}" for k, v in keep.items())
+
+
+def one_paragraph(e: BaseException) -> str:
+    """An exception as users read it: nbtrain's own errors whole, others as one line."""
+    from nbtrain.errors import ConfigError, RunInterrupted, TrainingFailed
+
+    if isinstance(e, (ConfigError, RunInterrupted, TrainingFailed)):
+        return str(e)
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")

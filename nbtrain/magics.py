@@ -153,7 +153,8 @@ _SUBCOMMANDS = {
     "show": "NAME: the run's card or summary",
     "config": "NAME: the run's resolved config.yaml",
     "version": "nbtrain, transformers, torch and device",
-    "attach": "NAME: reattach the live view of a run",
+    "attach": "NAME: the run's live view in this cell (curves so far, then live)",
+    "stop": "NAME: stop a background run after this step, with a checkpoint",
     "checkpoints": "[NAME]: browse checkpoints",
 }
 
@@ -196,6 +197,16 @@ class NbtrainMagics(Magics):
         help="override a config key (repeatable), e.g. --set epochs=1",
     )
     @argument("--display", choices=DISPLAY_CHOICES, help="live view (default: auto)")
+    @argument(
+        "--background",
+        action="store_true",
+        help="train on a worker thread: the cell returns at once, NAME holds a RunHandle",
+    )
+    @argument(
+        "--parallel",
+        action="store_true",
+        help="with --background: start now instead of queueing behind this kernel's other run",
+    )
     @no_var_expand  # {name} in --set is ours to resolve, not IPython's string expansion
     @cell_magic
     def finetune(self, line: str, cell: str) -> None:
@@ -226,19 +237,44 @@ class NbtrainMagics(Magics):
             display(report)
             return
 
+        if args.background:
+            self._background(cfg, args, out)
+            return
         reused = not args.restart and _finished(cfg)
         message = self._train(cfg, args, out, reused)
         if message is not None:
             # Raised outside the except block so no traceback (and no tensor) is kept alive.
             raise RunStopped(message)
 
+    def _mode(self, cfg: Any, args: Any) -> str:
+        # --display, then the cell's `display:` key, then %config NbtrainMagics.display.
+        return args.display or (cfg.display if cfg.display != "auto" else self.display)
+
+    def _background(self, cfg: Any, args: Any, out: str) -> None:
+        from nbtrain.api import finetune
+
+        try:
+            handle = finetune(
+                cfg,
+                restart=args.restart,
+                display=self._mode(cfg, args),
+                background=True,
+                parallel=args.parallel,
+            )
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        self.shell.user_ns[out] = handle
+        print(
+            f"{out} = {handle!r}: training in the background. {out}.wait() returns the result; "
+            f"%nbtrain attach {handle.name} shows the view in any cell; "
+            f"%nbtrain stop {handle.name} stops it with a checkpoint."
+        )
+
     def _train(self, cfg: Any, args: Any, out: str, reused: bool) -> str | None:
         from nbtrain.api import finetune, load_run
 
         try:
-            # --display, then the cell's `display:` key, then %config NbtrainMagics.display.
-            mode = args.display or (cfg.display if cfg.display != "auto" else self.display)
-            result = finetune(cfg, restart=args.restart, display=mode)
+            result = finetune(cfg, restart=args.restart, display=self._mode(cfg, args))
         except RunInterrupted as e:
             if e.run_dir and (Path(e.run_dir) / "config.yaml").exists():
                 self.shell.user_ns[out] = load_run(e.run_dir)  # from disk: holds no tensors
@@ -282,7 +318,7 @@ class NbtrainMagics(Magics):
             raise UsageError(
                 f"%nbtrain: unknown command {cmd!r}.{did_you_mean(cmd, _SUBCOMMANDS)} {usage}"
             )
-        needs_name = cmd in ("show", "config", "attach")
+        needs_name = cmd in ("show", "config", "attach", "stop")
         if (
             (needs_name and len(rest) != 1)
             or (not needs_name and len(rest) > 1)
@@ -300,16 +336,34 @@ class NbtrainMagics(Magics):
             if cmd == "version":
                 return version_view()
             if cmd == "attach":
-                fn = _plugin("nbtrain.display", "attach")
-                if fn is None:
-                    return View("%nbtrain attach is not available in this version of nbtrain.")
-                return fn(rest[0], runs_dir=folder)
+                from nbtrain.api import attach
+
+                attach(rest[0], runs_dir=folder, mode=self.display)
+                return None
+            if cmd == "stop":
+                return _stop(rest[0])
             fn = _plugin("nbtrain.ui", "browse")
             if fn is None:
                 return View("%nbtrain checkpoints is not available in this version of nbtrain.")
             return fn(rest[0] if rest else None, runs_dir=folder)
         except ConfigError as e:
             raise UsageError(str(e)) from None
+
+
+def _stop(name: str) -> View:
+    from nbtrain.background import RUNS, running
+
+    handle = RUNS.get(name)
+    if handle is None or handle.done:
+        live = [h.name for h in running()]
+        raise UsageError(
+            f"%nbtrain stop: no background run named {name!r} is training in this kernel."
+            + did_you_mean(name, live)
+            + (f" Running: {', '.join(live)}." if live else " None is running.")
+            + " A run in the foreground stops with the kernel's interrupt (■)."
+        )
+    handle.stop()
+    return View(f"Stopping {name!r} after this step; a checkpoint is saved.")
 
 
 def _identifier(name: str | None) -> bool:

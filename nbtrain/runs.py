@@ -306,7 +306,7 @@ def find_run(name: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> P
         ConfigError: no such run, with the closest names and the list of runs.
     """
     for path in (Path(name), Path(runs_dir) / str(name)):
-        if (path / "config.yaml").exists() or (path / "final").is_dir():
+        if any((path / f).exists() for f in ("config.yaml", "events.jsonl", "final")):
             return path
     from nbtrain.errors import ConfigError, did_you_mean
 

@@ -56,25 +56,43 @@ def _headline_metric(info: Any) -> str:
 
 def runs_view(runs_dir: str | os.PathLike) -> View:
     """``%nbtrain runs``: name, status, steps, best metric and size of every run."""
+    from nbtrain.background import running
     from nbtrain.runs import list_runs
 
     runs = list_runs(runs_dir)
-    if not runs:
+    # This kernel's background runs: their live status, and queued ones before they have a folder.
+    live = {h.name: h for h in running()}
+    if not runs and not live:
         return View(f"No runs in {os.fspath(runs_dir)}/ yet.")
-    rows = [
-        [
-            r.name,
-            r.status,
-            f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps),
-            _headline_metric(r),
-            fmt_bytes(r.size_bytes),
-        ]
-        for r in runs
-    ]
+    rows = []
+    for r in runs:
+        h = live.pop(r.name, None)
+        status = r.status
+        if h is not None:
+            status = _live_status(h)
+        rows.append(
+            [
+                r.name,
+                status,
+                f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps),
+                _headline_metric(r),
+                fmt_bytes(r.size_bytes),
+            ]
+        )
+    for h in live.values():
+        rows.append([h.name, _live_status(h), "0", "-", "-"])
     text, html = _table(["name", "status", "steps", "metric", "size"], rows)
     return View(
         text, f"<div><b>nbtrain runs</b> in <code>{escape(str(runs_dir))}</code>{html}</div>"
     )
+
+
+def _live_status(h: Any) -> str:
+    if h.status == "queued":
+        return f"queued behind {h.queued_behind}" if h.queued_behind else "queued"
+    if h.status == "running" and h.state.total_steps:
+        return f"running {100 * h.state.fraction:.0f}% (background)"
+    return f"{h.status} (background)"
 
 
 def show_view(name: str, runs_dir: str | os.PathLike) -> View:

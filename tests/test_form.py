@@ -279,21 +279,19 @@ def test_train_then_stop_from_another_thread(fast_cfg, runs_dir):
     f = FinetuneForm(load_config({**fast_cfg, "epochs": 2, "batch_size": 16}))
     run = f.train()
     assert f.train_button.disabled and not f.stop_button.disabled
-    run.thread.join(120)
-    assert run.result.status == "finished", run.error
+    assert run.wait(120).status == "finished"
     html = f.output.outputs[0]["data"]["text/html"]
-    assert "nbt-card" in html and "finished" in html and "eval_accuracy" in html
+    assert "nbtrain run card" in html and "finished" in html and "eval_accuracy" in html
     assert f.status.value == "Run tiny: finished." and not f.train_button.disabled
 
     g = FinetuneForm(
         load_config({**fast_cfg, "name": "long", "epochs": 200, "eval_strategy": "no"})
     )
     run = g.train()
-    _wait(lambda: run.view.step >= 3)
+    _wait(lambda: run.state.step >= 3)
     g.stop()  # what the Stop button calls, from this (not the training) thread
-    run.thread.join(60)
-    assert run.result.status == "stopped"
-    step = run.view.end.step
+    assert run.wait(60).status == "stopped"
+    step = run.state.end.step
     assert step < 100
     ckpt = runs_dir / "long" / f"checkpoint-{step}"
     assert (ckpt / "model.safetensors").is_file()

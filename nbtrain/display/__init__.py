@@ -31,24 +31,32 @@ __all__ = [
     "write_card",
 ]
 
-_WIDGETS_NOTE = (
-    "display='widgets': nbtrain has no widget view yet; showing the HTML view, which works in "
-    "every notebook frontend."
-)
 
-
-def make_renderer(mode: str = "auto", *, frontend: Frontend | None = None) -> Any:
+def make_renderer(
+    mode: str = "auto", *, frontend: Frontend | None = None, on_stop: Any = None
+) -> Any:
     """A renderer for ``mode`` (auto | html | widgets | text | none), or None for none.
 
     ``auto`` follows ``set_default``/``NBTRAIN_DISPLAY`` when set, else the frontend: the HTML
     view in any Jupyter kernel (JupyterLab, Notebook 7, VS Code, Colab), text elsewhere.
+    ``widgets`` is the same view in ipywidgets with a Stop button (``on_stop``); where widgets
+    cannot be shown it falls back to the HTML view and says why.
     """
     frontend = frontend or detect_frontend()
     resolved = resolve_mode(mode, frontend)
     if resolved == "none":
         return None
     if resolved in ("html", "widgets"):
-        note = _WIDGETS_NOTE if resolved == "widgets" else ""
+        note = ""
+        if resolved == "widgets":
+            from nbtrain.display.frontend import widgets_available
+
+            ok, reason = widgets_available()
+            if ok:
+                from nbtrain.display.live import WidgetRenderer
+
+                return WidgetRenderer(frontend=frontend, on_stop=on_stop)
+            note = f"display='widgets': {reason}; showing the HTML view instead."
         if frontend is Frontend.NO_IPYTHON:
             # No IPython to display HTML: a script or the CLI gets the text view instead.
             from nbtrain.display.text import TextRenderer
@@ -71,45 +79,38 @@ def write_card(run_dir: str | Path) -> Path:
     return _write(run_dir)
 
 
-def attach(name: str, runs_dir: str | Path = "runs", *, display: Any = None) -> None:
-    """Show a run's view again: live if it is training in this kernel, else its static card.
+def attach(
+    name: str,
+    runs_dir: str | Path = "runs",
+    *,
+    display: Any = None,
+    mode: str = "auto",
+    follow: bool = True,
+    poll: float = 0.5,
+) -> Any:
+    """Show a run's view from its ``events.jsonl``: the curves so far, then live updates while
+    another process (the CLI, ``accelerate launch``, another kernel) is still training it.
 
-    Use it when the browser reconnected and lost the running cell's output, or to look at a
-    finished run after reopening the notebook.
+    Background runs of this kernel are attached by :func:`nbtrain.attach` (which also lands
+    here for every other run). A run whose log has not changed for ``STALE_S`` seconds and has
+    no end is shown as it was left, with a note on how to resume it.
 
     Args:
         name: the run name (or its folder).
         runs_dir: where runs live.
         display: ``display(obj) -> handle`` (tests); IPython's by default.
+        mode: the view (auto | html | widgets | text).
+        follow: keep the view live while the run is training elsewhere.
+        poll: seconds between two reads of the log while following.
+
+    Returns:
+        The :class:`~nbtrain.display.follow.Follower` when following, else None.
     """
-    from nbtrain.display.live import LIVE, HtmlRenderer
-
-    live = LIVE.get(str(name))
-    if live is not None and not live.state.ended:
-        if display is not None:
-            live._display = display
-        live.reattach()
-        return
-
-    folder = Path(name)
-    if not (folder / "events.jsonl").exists():
-        folder = Path(runs_dir) / str(name)
-    if not (folder / "events.jsonl").exists():
-        from nbtrain.errors import ConfigError, did_you_mean
-
-        root = Path(runs_dir)
-        names = (
-            sorted(p.name for p in root.iterdir() if (p / "events.jsonl").exists())
-            if (root.is_dir())
-            else []
-        )
-        raise ConfigError(
-            f"No run named {str(name)!r} in {str(runs_dir)!r}.{did_you_mean(str(name), names)}"
-            + (f" Runs: {', '.join(names[:10])}." if names else "")
-        )
-
+    from nbtrain.display.follow import STALE_S, Follower
     from nbtrain.events import read_events
+    from nbtrain.runs import find_run
 
+    folder = find_run(name, runs_dir)
     frontend = detect_frontend()
     if display is None and not frontend.is_kernel and frontend is not Frontend.IPYTHON_TERMINAL:
         from nbtrain.display.text import TextRenderer
@@ -118,22 +119,30 @@ def attach(name: str, runs_dir: str | Path = "runs", *, display: Any = None) -> 
         for ev in read_events(folder):
             text(ev)
         text.close()
-        return
+        return None
+
+    from nbtrain.display.live import HtmlRenderer
 
     view = HtmlRenderer(display=display, frontend=frontend, write_card=False)
+    log = folder / "events.jsonl"
     events = list(read_events(folder))
     ended = any(ev.type == "end" for ev in events)
-    if not ended:
+    import time
+
+    live = follow and not ended and log.exists() and time.time() - log.stat().st_mtime < STALE_S
+    if not ended and not live:
         view.note = (
-            "This run is not training in this kernel: showing its last recorded state. "
-            "Run its cell (or finetune with the same name) again to resume it."
+            "This run is not training: showing its last recorded state. Run its cell "
+            "(or finetune with the same name) again to resume it."
         )
-    # Replaying through the renderer shows exactly what the live view showed; with the clock
-    # frozen, throttling keeps it to a few redraws.
-    view.clock = lambda: 0.0
+    # Replaying through the renderer shows what the live view showed, in one redraw.
     for ev in events:
         view.state.update(ev)
     if ended:
         view._finish()
-    else:
-        view._draw(figure=True)
+        return None
+    view.show()
+    if not live:
+        return None
+    view.note = "Following this run: it is training in another process."
+    return Follower(log, view, skip=sum(1 for _ in open(log, encoding="utf-8")), poll=poll).start()

@@ -8,6 +8,7 @@ call) or the ``NBTRAIN_DISPLAY`` environment variable.
 from __future__ import annotations
 
 import enum
+import importlib.util
 import os
 import sys
 
@@ -97,3 +98,28 @@ def _check(mode: str, where: str) -> None:
             f"{where}: {mode!r} is not a display; expected one of {', '.join(DISPLAYS)}."
             + did_you_mean(mode, DISPLAYS)
         )
+
+
+WIDGETS_ENV_VAR = "NBTRAIN_WIDGETS"  # "0" turns the widget UI off (e.g. a frontend without widgets)
+
+
+def widgets_available() -> tuple[bool, str]:
+    """``(True, "")`` where the widget UI can be shown, else ``(False, reason)``."""
+    if os.environ.get(WIDGETS_ENV_VAR, "").strip().lower() in ("0", "false", "no", "off"):
+        return False, f"widgets are turned off ({WIDGETS_ENV_VAR}={os.environ[WIDGETS_ENV_VAR]})"
+    if importlib.util.find_spec("ipywidgets") is None:
+        return False, "ipywidgets is not installed (pip install ipywidgets)"
+    import sys
+
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False, "this Python is not running in a notebook kernel"
+    return True, ""
+
+
+def fallback_message(reason: str) -> str:
+    return (
+        f"nbtrain: the widget UI cannot be shown here: {reason}. Showing the HTML version "
+        "instead; everything it offers is also in the %%finetune magic and nbtrain.runs."
+    )

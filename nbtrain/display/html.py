@@ -229,8 +229,21 @@ def _short(path: str) -> str:
     return "/".join(parts[-2:]) if len(parts) > 2 else str(path)
 
 
-def live_html(state: RunState, png: bytes | None, note: str = "") -> str:
-    """The whole live view as one HTML string."""
+def run_output(text: str, limit: int = 4000) -> str:
+    """What the run printed (callbacks, the user's code), in the run's own view."""
+    if not text:
+        return ""
+    shown = text if len(text) <= limit else "…" + text[-limit:]
+    return (
+        "<details style='margin-top:4px'><summary style='cursor:pointer;opacity:.8'>"
+        f"output of the run ({text.count(chr(10)) + 1} lines)</summary>"
+        f"<pre style='max-height:14em;overflow:auto;font-size:85%;margin:2px 0'>"
+        f"{escape(shown)}</pre></details>"
+    )
+
+
+def live_html(state: RunState, curves: str = "", note: str = "", *, output: str = "") -> str:
+    """The whole live view as one HTML string (``curves``: the SVG charts)."""
     body = (
         header(state)
         + (f"<div style='opacity:.8;font-size:85%'>{escape(note)}</div>" if note else "")
@@ -238,7 +251,8 @@ def live_html(state: RunState, png: bytes | None, note: str = "") -> str:
         + progress(state)
         + problem(state)
         + eval_table(state)
-        + png_img(png, f"training curves of {state.run}")
+        + curves
         + notices(state)
+        + run_output(output)
     )
     return wrap(body)

@@ -1,14 +1,16 @@
-"""The HTML live view: one display handle, updated in place, throttled by time.
+"""The live view: one run state, drawn in place every half second, as HTML or as widgets.
 
-Works in every Jupyter frontend without widget state (JupyterLab 4, Notebook 7, VS Code,
-Colab) and reads in a saved notebook, because it is plain HTML with an embedded PNG. It never
-calls ``clear_output``: the handle's content is replaced, so the user's other output stays and
-the saved notebook holds one view, not thousands.
+:class:`HtmlRenderer` updates one display handle: it works in every Jupyter frontend without
+widget state (JupyterLab 4, Notebook 7, VS Code, Colab) and reads in a saved notebook, because
+it is plain HTML with inline SVG curves. :class:`WidgetRenderer` shows the same HTML inside
+ipywidgets with a Stop button. Neither calls ``clear_output``: the content is replaced, so the
+user's other output stays. Both may be fed from a worker thread (background runs): drawing only
+replaces a display handle's content or a widget's value, which goes to that output, never to
+whichever cell happens to be executing.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +19,8 @@ from typing import Any
 from nbtrain.display import html as H
 from nbtrain.display.frontend import Frontend, detect_frontend
 from nbtrain.display.state import RunState, fmt_time
+from nbtrain.display.svg import curves_svg
 from nbtrain.events import Event
-
-# Live views of runs training in this kernel, by run name: what ``attach`` reconnects to.
-LIVE: dict[str, HtmlRenderer] = {}
-
-# A figure costs 0.1-0.5 s to draw; waiting this many times the last cost between two figures
-# keeps plotting under ~2.5 % of the training time however slow the machine.
-FIGURE_COST_FACTOR = 40
 
 
 class View:
@@ -41,30 +37,34 @@ class View:
         return self.text
 
 
-def _preload_matplotlib() -> threading.Thread | None:
-    """Import matplotlib in the background while the data and the model load.
-
-    The first figure would otherwise pay for the import (1-3 s) in the middle of training.
-    """
-    if "matplotlib.backends.backend_agg" in sys.modules:
-        return None
-
-    def load() -> None:
-        try:
-            import matplotlib.backends.backend_agg
-            import matplotlib.figure  # noqa: F401
-        except Exception:
-            pass  # the figure reports the problem when it is drawn
-
-    thread = threading.Thread(target=load, name="nbtrain-preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
-
-
 def _ipython_display(obj: Any) -> Any:
     from IPython.display import display
 
     return display(obj, display_id=True)
+
+
+class OutputWidgetDisplay:
+    """``display(obj) -> handle`` drawing into an ipywidgets ``Output`` (the form's panel).
+
+    It replaces ``out.outputs`` instead of writing ``with out:``, which from a worker thread
+    would land in whatever cell the kernel is busy with.
+    """
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def __call__(self, obj: Any) -> OutputWidgetDisplay:
+        self.update(obj)
+        return self
+
+    def update(self, obj: Any) -> None:
+        self.out.outputs = (
+            {
+                "output_type": "display_data",
+                "data": {"text/html": obj._repr_html_(), "text/plain": repr(obj)},
+                "metadata": {},
+            },
+        )
 
 
 class HtmlRenderer:
@@ -75,9 +75,8 @@ class HtmlRenderer:
             (tests pass a recording one).
         clock: seconds, monotonic (tests pass a fake one).
         frontend: where the view is shown; VS Code gets slower redraws.
-        bar_interval: least seconds between two redraws of the bar (0.2, VS Code 0.5).
-        figure_interval: least seconds between two figure redraws (5, VS Code 10); evaluations
-            and the end always redraw.
+        interval: least seconds between two redraws (0.5, VS Code 1.0); the start, evaluations,
+            errors and the end always redraw.
         write_card: write ``card.html``/``card.png`` into the run folder when the run ends.
         note: one line shown at the top of the view (e.g. why this view was picked).
     """
@@ -88,99 +87,60 @@ class HtmlRenderer:
         display: Callable[[Any], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         frontend: Frontend | None = None,
-        bar_interval: float | None = None,
-        figure_interval: float | None = None,
+        interval: float | None = None,
         write_card: bool = True,
         note: str = "",
     ) -> None:
         frontend = frontend or detect_frontend()
         slow = frontend is Frontend.VSCODE  # VS Code's renderer falls behind fast updates
-        self.bar_interval = bar_interval if bar_interval is not None else (0.5 if slow else 0.2)
-        self.figure_interval = (
-            figure_interval if figure_interval is not None else (10.0 if slow else 5.0)
-        )
+        self.interval = interval if interval is not None else (1.0 if slow else 0.5)
         self.clock = clock
         self.write_card = write_card
         self.note = note
+        self.status_note = ""  # e.g. "queued behind NAME", set by the run's handle
+        self.output = ""  # what the run printed (background runs capture it here)
         self.state = RunState()
         self.updates = 0  # display calls + handle updates, for tests and benchmarks
-        self.figures = 0
+        self.draw_seconds = 0.0  # time spent building frames, for bench/view_overhead.py
         self.card_path: Any = None
         self._display = display or _ipython_display
         self._handle: Any = None
-        self._png: bytes | None = None
         self._last_draw = float("-inf")
-        self._last_figure = float("-inf")
-        self._figure_cost = 0.0
-        self._figure_dirty = False
-        self._figure_error: str | None = None
         self._final: View | None = None
-        self._preloading = False
-        self._preload: threading.Thread | None = None
+        self._lock = threading.RLock()  # the worker thread and an attaching cell both draw
 
     # -- events ------------------------------------------------------------------------------
     def __call__(self, ev: Event) -> None:
-        if not self._preloading:
-            self._preloading = True
-            self._preload = _preload_matplotlib()
-        self.state.update(ev)
-        t = ev.type
-        if t == "start" and self.state.run:
-            LIVE[self.state.run] = self
-        if t in ("log", "eval"):
-            self._figure_dirty = True
-        if t == "end":
-            self._finish()
-            return
-        now = self.clock()
-        forced = t in ("start", "eval", "error", "notice") or (
-            t == "stage" and ev.status != "progress"
-        )
-        if not forced and now - self._last_draw < self.bar_interval:
-            return
-        since = now - self._last_figure
-        budget = FIGURE_COST_FACTOR * self._figure_cost
-        # An evaluation always redraws the view and, unless the last figure is very recent for
-        # what figures cost on this machine, the figure: its point shows at once. Otherwise
-        # figures follow their own, slower cadence. Either way plotting stays within budget.
-        figure = self._figure_dirty and (
-            (t == "eval" and since >= budget) or since >= max(self.figure_interval, budget)
-        )
-        self._draw(figure=figure)
+        with self._lock:
+            self.state.update(ev)
+            t = ev.type
+            if t == "end":
+                self._finish()
+                return
+            forced = t in ("start", "eval", "error", "notice") or (
+                t == "stage" and ev.status != "progress"
+            )
+            if forced or self.clock() - self._last_draw >= self.interval:
+                self._draw()
+
+    def show(self) -> None:
+        """Draw now (the first frame of a view that was just created, or after a note)."""
+        with self._lock:
+            if self._final is not None:
+                self._show(self._final)
+            else:
+                self._draw()
 
     def close(self) -> None:
-        """Called by ``finetune`` when the run returns: the view stops being live."""
-        if LIVE.get(self.state.run) is self:
-            del LIVE[self.state.run]
+        """Called when the run returns; nothing to release for the HTML view."""
 
     # -- drawing -------------------------------------------------------------------------------
-    def _draw(self, *, figure: bool) -> None:
-        if figure and self.state.started and self._figure_error is None:
-            self._render_figure()
-        self._show(View(self.html(), self.text()))
+    def _draw(self) -> None:
+        t0 = time.perf_counter()
+        frame = View(self.html(), self.text())
+        self.draw_seconds += time.perf_counter() - t0
+        self._show(frame)
         self._last_draw = self.clock()
-
-    def _wait_for_preload(self) -> None:
-        # Never import matplotlib from two threads at once: wait for the background import.
-        if self._preload is not None:
-            self._preload.join()
-            self._preload = None
-
-    def _render_figure(self) -> None:
-        from nbtrain.display.plots import curves_png
-
-        self._wait_for_preload()
-
-        t0 = self.clock()
-        try:
-            self._png = curves_png(self.state, dpi=100)
-        except Exception as e:  # a plotting problem must not cost the run or the view
-            self._figure_error = f"Curves unavailable ({type(e).__name__}: {e})."
-            self._png = None
-        self.figures += 1
-        self._last_figure = self.clock()
-        self._figure_cost = max(0.0, self._last_figure - t0)
-        self._figure_dirty = False
 
     def _show(self, view: View) -> None:
         self.updates += 1
@@ -190,13 +150,17 @@ class HtmlRenderer:
             self._handle.update(view)
 
     def html(self) -> str:
-        note = " ".join(n for n in (self.note, self._figure_error or "") if n)
-        return H.live_html(self.state, self._png, note)
+        return H.live_html(
+            self.state,
+            curves_svg(self.state) if self.state.started else "",
+            " ".join(n for n in (self.note, self.status_note) if n),
+            output=self.output,
+        )
 
     def text(self) -> str:
         s = self.state
         if not s.started:
-            return f"nbtrain: preparing {s.run or 'run'}"
+            return f"nbtrain: {self.status_note or 'preparing'} {s.run or ''}".rstrip()
         eta = "" if s.ended else f" ETA {fmt_time(s.eta)}"
         return (
             f"nbtrain run {s.run}: {s.status}, step {s.step}/{s.total_steps}, "
@@ -207,8 +171,6 @@ class HtmlRenderer:
         """The run ended: the view becomes the static run card (also written to disk)."""
         from nbtrain.display.card import card_is_current, render_card, save_card
 
-        self._wait_for_preload()
-
         html, png = render_card(self.state)
         if self.write_card and self.state.run_dir:
             try:
@@ -218,12 +180,74 @@ class HtmlRenderer:
                 html = html.replace(
                     "</div>", f"<div>Could not write the card file: {e}</div></div>", 1
                 )
+        if self.output:
+            html = html.replace("</div>", H.run_output(self.output) + "</div>", 1)
         self._final = View(html, self.text())
         self._show(self._final)
         self._last_draw = self.clock()
         self.close()
 
-    def reattach(self) -> None:
+    def reattach(self, display: Callable[[Any], Any] | None = None) -> None:
         """Show this view again in a new output (the old one stops updating)."""
-        self._handle = None
-        self._show(self._final or View(self.html(), self.text()))
+        with self._lock:
+            if display is not None:
+                self._display = display
+            self._handle = None
+            self._show(self._final or View(self.html(), self.text()))
+
+
+class WidgetRenderer(HtmlRenderer):
+    """The live view as ipywidgets: the same HTML in a widget, a Stop button and a status line.
+
+    When the run ends the output is replaced by the static run card (plain HTML), so a saved
+    notebook shows the card even where no widget state was saved.
+
+    Args:
+        on_stop: called (on the kernel's thread) when Stop is clicked.
+    """
+
+    def __init__(self, *, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        import ipywidgets as W
+
+        self.on_stop = on_stop
+        self.body = W.HTML()
+        self.stop_button = W.Button(
+            description="Stop",
+            icon="stop",
+            tooltip="Stop at the end of this step and save a checkpoint",
+            button_style="warning",
+            layout=W.Layout(width="90px"),
+        )
+        self.stop_button.on_click(self._clicked)
+        self.status = W.HTML()
+        self.box = W.VBox([W.HBox([self.stop_button, self.status]), self.body])
+        self.box.add_class("nbtrain-widget-view")
+
+    def _clicked(self, _button: Any) -> None:
+        self.stop_button.disabled = True
+        self.status.value = "<span style='opacity:.75'>stopping after this step…</span>"
+        if self.on_stop is not None:
+            self.on_stop()
+
+    def _show(self, view: View) -> None:
+        self.updates += 1
+        if view is self._final:  # the end: a plain-HTML card replaces the widgets
+            if self._handle is None:
+                self._handle = self._display(view)
+            else:
+                self._handle.update(view)
+            return
+        self.body.value = view.html
+        if self._handle is None:
+            self._handle = self._display(self.box)
+
+    def reattach(self, display: Callable[[Any], Any] | None = None) -> None:
+        with self._lock:
+            if display is not None:
+                self._display = display
+            self._handle = None
+            if self._final is not None:
+                self._show(self._final)
+            else:
+                self._handle = self._display(self.box)

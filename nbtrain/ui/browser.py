@@ -11,9 +11,9 @@ import html
 from pathlib import Path
 from typing import Any
 
+from nbtrain.display.frontend import fallback_message, widgets_available
 from nbtrain.format import fmt_bytes, fmt_metrics
 from nbtrain.runs import Checkpoint, RunInfo, list_checkpoints, list_runs, run_status
-from nbtrain.ui.env import fallback_message, widgets_available
 
 
 def browse(
@@ -331,21 +331,23 @@ class CheckpointBrowser:
 
     def resume(self, c: Checkpoint | None = None) -> Any:
         """Continue the selected run from its newest complete checkpoint, the view below."""
+        from nbtrain.api import finetune
         from nbtrain.config import load_config
-        from nbtrain.ui.live import BackgroundRun, PanelView
+        from nbtrain.display.live import HtmlRenderer, OutputWidgetDisplay
 
-        if self.run is not None and self.run.running:
+        if self.run is not None and not self.run.done:
             return self.run
         cfg = load_config(self.run_dir / "config.yaml")
-        view = PanelView(self.output)
+        view = HtmlRenderer(display=OutputWidgetDisplay(self.output))
         self.stop_button.layout.display = None
         self.message.value = f"Resuming {html.escape(self.run_dir.name)}…"
-        self.run = BackgroundRun(cfg, view, on_done=lambda _: self._resumed()).start()
+        self.run = finetune(cfg, display=view, background=True)
+        self.run.add_done_callback(lambda _: self._resumed())
         return self.run
 
     def stop(self) -> None:
-        if self.run is not None and self.run.running:
-            self.run.request_stop()
+        if self.run is not None and not self.run.done:
+            self.run.stop()
 
     def _resumed(self) -> None:
         self.stop_button.layout.display = "none"

@@ -11,8 +11,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from nbtrain.display.frontend import fallback_message, widgets_available
 from nbtrain.ui import spec as S
-from nbtrain.ui.env import fallback_message, widgets_available
 
 _LABEL_WIDTH = "210px"
 _INPUT_WIDTH = "320px"
@@ -284,22 +284,31 @@ class FinetuneForm:
 
     def train(self) -> Any:
         """Start the run in a background thread, its live view inside the panel."""
-        from nbtrain.ui.live import BackgroundRun, PanelView
+        from nbtrain.api import finetune
+        from nbtrain.display.live import HtmlRenderer, OutputWidgetDisplay
 
         if self.validate() is None or self._training:
             return None
         self._training = True
-        view = PanelView(self.output)
+        view = HtmlRenderer(display=OutputWidgetDisplay(self.output))
         self.train_button.disabled = True
         self.stop_button.disabled = False
         self.status.value = "Training… (Stop saves a checkpoint and ends the run)"
-        self.run = BackgroundRun(self.config, view, on_done=self._done).start()
+        try:
+            self.run = finetune(self.config, display=view, background=True)
+        except Exception as e:  # e.g. a run of this name is already training in this kernel
+            self._training = False
+            self.train_button.disabled = False
+            self.stop_button.disabled = True
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
+            return None
+        self.run.add_done_callback(self._done)
         return self.run
 
     def stop(self) -> None:
         """End the run at the end of the current step; the engine writes a checkpoint."""
-        if self.run is not None and self.run.running:
-            self.run.request_stop()
+        if self.run is not None and not self.run.done:
+            self.run.stop()
             self.stop_button.disabled = True
             self.status.value = "Stopping at the end of this step…"
 
@@ -309,6 +318,12 @@ class FinetuneForm:
         res = run.result
         if res is not None:
             self.status.value = f"Run {html.escape(res.name)}: {html.escape(res.status)}."
+        elif run.error is not None:
+            from nbtrain.format import one_paragraph
+
+            self.status.value = (
+                f"<span style='color:#b00020'>{html.escape(one_paragraph(run.error))}</span>"
+            )
         else:
             self.status.value = (
                 "<span style='color:#b00020'>The run did not finish; see above.</span>"

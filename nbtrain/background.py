@@ -1,0 +1,356 @@
+"""Background runs: training on a worker thread of the kernel while the notebook stays usable.
+
+``finetune(config, background=True)``, ``%%finetune NAME --background`` and the form's Train
+button all come here. The caller gets a :class:`RunHandle` at once; the run trains on a worker
+thread, one at a time per kernel (others wait in a queue) unless ``parallel=True``. Views
+subscribe to the handle: the one created in the starting cell and any number attached later
+(``%nbtrain attach NAME``), each drawing into its own output, never into whichever cell happens
+to be executing. What the run prints (callbacks, the user's code) goes to the run's own view.
+
+A kernel interrupt does not stop a background run (it interrupts the cell that is executing);
+``handle.stop()``, ``%nbtrain stop NAME`` or the view's Stop button does, with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nbtrain.display.state import RunState
+from nbtrain.errors import RunInterrupted
+from nbtrain.events import Event
+
+#: This kernel's background runs by name, the newest handle for each name.
+RUNS: dict[str, RunHandle] = {}
+# One training run at a time per kernel: GPU memory and CPU cores are shared.
+_TRAIN_SLOT = threading.Lock()
+_QUEUE: list[RunHandle] = []  # handles waiting for the slot, in order
+_QUEUE_LOCK = threading.Lock()
+
+
+class RunHandle:
+    """A run training in the background.
+
+    Attributes:
+        name: the run name (its folder under ``runs_dir``).
+        status: queued | preparing | running | finished | stopped | interrupted | failed.
+        result: the :class:`~nbtrain.api.RunResult` once the run has ended, else None.
+        error: the exception that ended the run, if one did.
+        state: the run's :class:`~nbtrain.display.state.RunState` (what views show).
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        restart: bool = False,
+        parallel: bool = False,
+        subscribers: list[Callable[[Event], None]] | None = None,
+        target: Callable[..., Any],
+    ) -> None:
+        from nbtrain.engine.callbacks import StopController
+
+        self._target = target  # api.run_config: train on this thread, return a RunResult
+        self.name: str = cfg.name
+        self.config = cfg
+        self.restart = restart
+        self.parallel = parallel
+        self.status = "queued"
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.state = RunState(run=cfg.name)
+        self.output = ""  # what the run printed
+        self.started_at: float | None = None
+        self._stop = StopController()
+        self._events: list[Event] = []
+        self._viewers: list[Any] = []
+        self._subscribers = list(subscribers or [])
+        self._callbacks: list[Callable[[RunHandle], None]] = []
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, name=f"nbtrain-run-{self.name}", daemon=True
+        )
+
+    # -- what users call ------------------------------------------------------------------------
+    @property
+    def progress(self) -> float:
+        """Fraction of the run's optimizer steps done (0 before training starts)."""
+        return self.state.fraction if not self._done.is_set() or self.status != "finished" else 1.0
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def stop(self) -> None:
+        """Stop at the end of the current step and save a checkpoint (a queued run never starts)."""
+        self._stop.request("stopped")
+        with _QUEUE_LOCK:
+            if self in _QUEUE:
+                _QUEUE.remove(self)
+                self.status = "stopped"
+        self._redraw()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the run ends and return its RunResult.
+
+        Raises:
+            TimeoutError: the run is still going after ``timeout`` seconds.
+            ConfigError, TrainingFailed, RunInterrupted: as the foreground ``finetune`` would.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(
+                f"Run {self.name!r} is still {self.status} after {timeout} s "
+                f"(step {self.state.step}/{self.state.total_steps})."
+            )
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def add_done_callback(self, fn: Callable[[RunHandle], None]) -> None:
+        """Call ``fn(handle)`` on the worker thread when the run has ended (at once if it has)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def watch(self, viewer: Callable[[Event], None]) -> None:
+        """Feed ``viewer`` the run's events so far, then every new one, until the run ends."""
+        with self._lock:
+            view_state = getattr(viewer, "state", None)
+            for ev in self._events:
+                if view_state is not None and hasattr(viewer, "show"):
+                    view_state.update(ev)  # a view folds the past, then draws once
+                else:
+                    viewer(ev)
+            if not self._done.is_set():
+                self._viewers.append(viewer)
+            self._sync(viewer)
+        if view_state is not None and hasattr(viewer, "show") and self._done.is_set():
+            _safe(viewer.show)
+
+    # -- the worker ---------------------------------------------------------------------------
+    def start(self) -> RunHandle:
+        previous = RUNS.get(self.name)
+        if previous is not None and not previous.done:
+            from nbtrain.errors import ConfigError
+
+            raise ConfigError(
+                f"Run {self.name!r} is already {previous.status} in this kernel. Watch it with "
+                f"%nbtrain attach {self.name}, stop it with %nbtrain stop {self.name}, or give "
+                "this run another name."
+            )
+        RUNS[self.name] = self
+        if not self.parallel:
+            with _QUEUE_LOCK:
+                ahead = [
+                    h
+                    for h in RUNS.values()
+                    if h is not self and not h.parallel and h.status in ("preparing", "running")
+                ] + [h for h in _QUEUE if not h.done]
+                _QUEUE.append(self)
+            if ahead:
+                self.queued_behind = ahead[-1].name
+        _OUTPUT.install()
+        self._thread.start()
+        return self
+
+    queued_behind: str | None = None
+
+    def __call__(self, ev: Event) -> None:
+        """The engine's subscriber: record, fold, fan out (on the worker thread)."""
+        with self._lock:
+            if ev.persist:
+                self._events.append(ev)
+            self.state.update(ev)
+            if ev.type == "start":
+                self.status = "running"
+            viewers = list(self._viewers)
+        for fn in (*viewers, *self._subscribers):
+            try:
+                fn(ev)
+            except Exception:  # a broken view must not lose the training run
+                pass
+
+    def _main(self) -> None:
+        _OUTPUT.route(self._write)
+        try:
+            if not self.parallel:
+                self._wait_for_slot()
+                if self._stop.requested:  # stopped while queued
+                    self.status = "stopped"
+                    return
+            self.status = "preparing"
+            self.started_at = time.time()
+            self._redraw()
+            try:
+                self.result = self._target(
+                    self.config, subscribers=[self], restart=self.restart, stop=self._stop
+                )
+                self.status = self.result.status
+            except BaseException as e:  # reported through wait() and the views
+                self.error = e
+                self.status = "interrupted" if isinstance(e, RunInterrupted) else "failed"
+        finally:
+            _OUTPUT.unroute()
+            if not self.parallel:
+                with _QUEUE_LOCK:
+                    if self in _QUEUE:
+                        _QUEUE.remove(self)
+                if _TRAIN_SLOT.locked() and getattr(self, "_holds_slot", False):
+                    _TRAIN_SLOT.release()
+            with self._lock:
+                viewers, self._viewers = self._viewers, []
+                callbacks, self._callbacks = self._callbacks, []
+                self._ending = True
+            for v in viewers:
+                self._sync(v)
+                if not v.state.ended:  # an error before training: no end event was drawn
+                    _safe(v.show)
+                _safe(getattr(v, "close", lambda: None))
+            for fn in callbacks:  # before wait() returns, so callers see their effects
+                _safe(lambda fn=fn: fn(self))
+            with self._lock:
+                self._done.set()
+            _OUTPUT.uninstall_if_idle()
+
+    def _wait_for_slot(self) -> None:
+        while not _TRAIN_SLOT.acquire(timeout=0.25):
+            if self._stop.requested:
+                return
+        self._holds_slot = True
+        with _QUEUE_LOCK:
+            if self in _QUEUE:
+                _QUEUE.remove(self)
+        self.queued_behind = None
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self.output += text
+            viewers = list(self._viewers)
+        for v in viewers:
+            v.output = self.output
+
+    # -- views ----------------------------------------------------------------------------------
+    def _sync(self, viewer: Any) -> None:
+        """Hand the handle's own notes (queue position, printed output) to a view."""
+        if hasattr(viewer, "status_note"):
+            viewer.status_note = self._note()
+        if hasattr(viewer, "output"):
+            viewer.output = self.output
+
+    def _note(self) -> str:
+        if self.status == "queued":
+            behind = self.queued_behind
+            return f"queued behind {behind}" if behind else "queued"
+        if self.status == "stopped" and not self.state.started:
+            return "stopped before it started"
+        if not self.done and self._stop.requested:
+            return "stopping after this step…"
+        if self.error is not None and not self.state.ended:
+            return f"{type(self.error).__name__}: {self.error}"
+        return ""
+
+    def _redraw(self) -> None:
+        with self._lock:
+            viewers = list(self._viewers)
+        for v in viewers:
+            self._sync(v)
+            _safe(v.show)
+
+    def __repr__(self) -> str:
+        s = self.state
+        steps = f", step {s.step}/{s.total_steps}" if s.total_steps else ""
+        note = self._note()
+        return f"RunHandle({self.name!r}, {self.status}{steps}" + (f", {note})" if note else ")")
+
+    def _repr_html_(self) -> str:
+        from nbtrain.display.live import HtmlRenderer
+
+        view = HtmlRenderer(display=lambda _v: None, write_card=False)
+        with self._lock:
+            for ev in self._events:
+                view.state.update(ev)
+        self._sync(view)
+        return view.html()
+
+
+def _safe(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def running() -> list[RunHandle]:
+    """This kernel's background runs that have not ended, queued ones included."""
+    return [h for h in RUNS.values() if not h.done]
+
+
+# -- output routing -------------------------------------------------------------------------------
+
+
+class _ThreadRouter(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` stand-in: writes from a run's worker thread go to that run's
+    view; everything else goes where it always went."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.sinks: dict[int, Callable[[str], None]] = {}
+
+    def write(self, s: str) -> int:
+        sink = self.sinks.get(threading.get_ident())
+        if sink is None:
+            return self.original.write(s)
+        sink(s)
+        return len(s)
+
+    def flush(self) -> None:
+        self.original.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.original, "isatty", lambda: False)())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+class _Output:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stdout: _ThreadRouter | None = None
+        self.stderr: _ThreadRouter | None = None
+
+    def install(self) -> None:
+        with self._lock:
+            if not isinstance(sys.stdout, _ThreadRouter):
+                self.stdout = sys.stdout = _ThreadRouter(sys.stdout)
+            if not isinstance(sys.stderr, _ThreadRouter):
+                self.stderr = sys.stderr = _ThreadRouter(sys.stderr)
+
+    def route(self, sink: Callable[[str], None]) -> None:
+        for r in (sys.stdout, sys.stderr):
+            if isinstance(r, _ThreadRouter):
+                r.sinks[threading.get_ident()] = sink
+
+    def unroute(self) -> None:
+        for r in (sys.stdout, sys.stderr):
+            if isinstance(r, _ThreadRouter):
+                r.sinks.pop(threading.get_ident(), None)
+
+    def uninstall_if_idle(self) -> None:
+        with self._lock:
+            if running():
+                return
+            if isinstance(sys.stdout, _ThreadRouter) and not sys.stdout.sinks:
+                sys.stdout = sys.stdout.original
+            if isinstance(sys.stderr, _ThreadRouter) and not sys.stderr.sinks:
+                sys.stderr = sys.stderr.original
+
+
+_OUTPUT = _Output()

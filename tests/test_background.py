@@ -1,0 +1,303 @@
+"""Background runs: a worker thread, a handle, a queue, views that attach, output kept apart."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import nbtrain
+from nbtrain.background import RUNS, RunHandle
+
+
+class Recorder:
+    """``display(obj) -> handle`` that records every frame (as the live view would show it)."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, obj):
+        self._add(obj)
+        return self
+
+    def update(self, obj) -> None:
+        self._add(obj)
+
+    def _add(self, obj) -> None:
+        html = obj._repr_html_() if hasattr(obj, "_repr_html_") else repr(obj)
+        with self.lock:
+            self.frames.append(html)
+
+    @property
+    def last(self) -> str:
+        with self.lock:
+            return self.frames[-1] if self.frames else ""
+
+
+@pytest.fixture
+def ip():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbtrain")
+    return shell
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_runs():
+    yield
+    for h in list(RUNS.values()):
+        if not h.done:
+            h.stop()
+            h._done.wait(60)
+    RUNS.clear()
+
+
+def _weights(result):
+    return {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+
+
+def test_a_background_run_returns_at_once_and_equals_the_foreground_run(fast_cfg, runs_dir):
+    import torch
+
+    fg = nbtrain.finetune({**fast_cfg, "name": "fg"}, display="none")
+    t0 = time.perf_counter()
+    handle = nbtrain.finetune({**fast_cfg, "name": "bg"}, display="none", background=True)
+    returned_after = time.perf_counter() - t0
+    assert isinstance(handle, RunHandle)
+    assert returned_after < 2.0  # data loading and training happen on the worker thread
+    assert handle.result is None and not handle.done
+    result = handle.wait(timeout=300)
+    assert handle.done and handle.status == "finished" and handle.result is result
+    assert handle.progress == 1.0
+    timing = ("runtime", "per_second")
+    same = {k: v for k, v in fg.metrics.items() if not k.endswith(timing)}
+    assert {k: v for k, v in result.metrics.items() if not k.endswith(timing)} == same
+    a, b = _weights(fg), _weights(result)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+
+    def clock(name):
+        def on_event(ev):
+            if ev.type == "start":
+                starts[name] = time.monotonic()
+            elif ev.type == "end":
+                ends[name] = time.monotonic()
+
+        return on_event
+
+    first = nbtrain.finetune(
+        {**fast_cfg, "name": "first"}, display="none", on_event=clock("first"), background=True
+    )
+    second = nbtrain.finetune(
+        {**fast_cfg, "name": "second"}, display="none", on_event=clock("second"), background=True
+    )
+    assert second.status == "queued" and second.queued_behind == "first"
+    assert "queued behind first" in repr(second)
+    second.wait(300)
+    first.wait(300)
+    assert starts["second"] > ends["first"]  # it waited for the slot
+
+    rec_a, rec_b = Recorder(), Recorder()
+    a = nbtrain.finetune({**fast_cfg, "name": "pa", "epochs": 4}, display=rec_a, background=True)
+    b = nbtrain.finetune({**fast_cfg, "name": "pb"}, display=rec_b, background=True, parallel=True)
+    assert b.queued_behind is None
+    b.wait(300)
+    a.wait(300)
+    assert a.status == b.status == "finished"
+
+
+def test_a_queued_run_shows_why_it_waits(fast_cfg):
+    first = nbtrain.finetune(
+        {**fast_cfg, "name": "q1", "epochs": 3}, display="none", background=True
+    )
+    rec = Recorder()
+    from nbtrain.display.live import HtmlRenderer
+
+    second = nbtrain.finetune(
+        {**fast_cfg, "name": "q2"},
+        display=HtmlRenderer(display=rec, write_card=False),
+        background=True,
+    )
+    # A renderer given as display= is a subscriber: the handle still tells it the queue note.
+    assert second.status == "queued"
+    assert "queued behind q1" in second._repr_html_()
+    second.stop()  # a queued run that is stopped never starts
+    assert second.wait(60) is None and second.status == "stopped"
+    first.wait(300)
+    assert not (Path(fast_cfg["runs_dir"]) / "q2").exists()
+
+
+def test_stop_ends_the_run_with_a_checkpoint_and_a_rerun_resumes(fast_cfg, runs_dir):
+    from nbtrain.runs import newest_complete, run_status
+
+    cfg = {**fast_cfg, "name": "stoppable", "epochs": 30, "save_strategy": "epoch"}
+    seen = []
+
+    def stop_at_step_5(ev):
+        seen.append(ev)
+        if ev.type == "step" and ev.step == 5:
+            RUNS["stoppable"].stop()
+
+    handle = nbtrain.finetune(cfg, display="none", on_event=stop_at_step_5, background=True)
+    result = handle.wait(300)
+    assert handle.status == result.status == "stopped"
+    ckpt = newest_complete(runs_dir / "stoppable")
+    assert ckpt is not None and ckpt.step >= 5
+    assert run_status(runs_dir / "stoppable").status == "stopped"
+    again = nbtrain.finetune({**cfg, "epochs": 30}, display="none", background=True)
+    start = next(e for e in _events_until(again, "start"))
+    assert start.resumed_from and start.resumed_from.endswith(ckpt.name)
+    again.stop()
+    again.wait(300)
+
+
+def _events_until(handle, kind, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = list(handle._events)
+        if any(e.type == kind for e in events):
+            return [e for e in events if e.type == kind]
+        time.sleep(0.05)
+    raise AssertionError(f"no {kind} event within {timeout} s")
+
+
+def test_what_the_run_prints_goes_to_its_own_view_not_the_current_cell(fast_cfg, capsys):
+    from transformers import TrainerCallback
+
+    class Chatty(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kw):
+            print(f"epoch {int(state.epoch)} done")
+
+    rec = Recorder()
+    from nbtrain.display.live import HtmlRenderer
+
+    view = HtmlRenderer(display=rec, write_card=False)
+    handle = nbtrain.finetune(
+        {**fast_cfg, "name": "chatty", "callbacks": [Chatty()]},
+        display="none",
+        background=True,
+    )
+    handle.watch(view)
+    print("the user's own cell output")  # printed while the run trains
+    handle.wait(300)
+    out = capsys.readouterr().out
+    assert "the user's own cell output" in out
+    assert "epoch 1 done" not in out  # nothing of the run leaked into this cell
+    assert "epoch 1 done" in handle.output and "epoch 2 done" in handle.output
+    assert "epoch 2 done" in rec.last  # the card shows the run's output
+
+
+def test_attach_replays_the_curves_so_far_then_follows(fast_cfg):
+    seen_step = threading.Event()
+
+    def slow(ev):
+        if ev.type == "step":
+            time.sleep(0.02)
+            if ev.step >= 4:
+                seen_step.set()
+
+    handle = nbtrain.finetune(
+        {**fast_cfg, "name": "watched", "epochs": 6, "logging_steps": 1},
+        display="none",
+        on_event=slow,
+        background=True,
+    )
+    assert seen_step.wait(120)
+    rec = Recorder()
+    assert nbtrain.attach("watched", display=rec) is handle
+    first = rec.frames[0]
+    assert "watched" in first and "<svg" in first and "polyline" in first  # curves so far
+    handle.wait(300)
+    assert len(rec.frames) > 2 and "finished" in rec.last
+
+
+def test_attach_follows_a_run_another_process_writes(tmp_path):
+    """A run folder whose events.jsonl grows (the CLI, accelerate launch): attach reads the
+    curves so far, then the new lines as they are appended, until the end event."""
+    from nbtrain.events import Evaluated, Logged, RunEnded, RunStarted
+
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: x\n")
+    log = run / "events.jsonl"
+
+    def write(ev):
+        with open(log, "a") as fh:
+            fh.write(json.dumps(ev.to_dict()) + "\n")
+
+    write(RunStarted(run="elsewhere", run_dir=str(run), total_steps=20, batch_size=8))
+    for s in range(1, 6):
+        write(Logged(step=s, epoch=s / 10, values={"loss": 1.0 / s, "learning_rate": 1e-3}))
+    rec = Recorder()
+    follower = nbtrain.display.attach("elsewhere", tmp_path, display=rec, poll=0.05)
+    assert follower is not None and "step <b>5</b>/20" in rec.frames[-1]
+    for s in range(6, 11):
+        write(Logged(step=s, epoch=s / 10, values={"loss": 1.0 / s, "learning_rate": 1e-3}))
+    write(Evaluated(step=10, epoch=1.0, metrics={"accuracy": 0.9, "loss": 0.2}))
+    with open(log, "a") as fh:  # a torn line: the writer is mid-write
+        fh.write('{"type": "log", "step": 11')
+    deadline = time.monotonic() + 10
+    while "step <b>10</b>/20" not in rec.last and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "step <b>10</b>/20" in rec.last and "0.9000" in rec.last
+    with open(log, "a") as fh:
+        fh.write(', "epoch": 1.1, "values": {"loss": 0.05}}\n')
+    write(RunEnded(step=11, status="finished", metrics={"eval_accuracy": 0.9}))
+    follower.join(10)
+    assert not follower.following and "finished" in rec.last
+
+
+def test_a_stale_unfinished_run_is_shown_as_left(tmp_path):
+    import os
+
+    from nbtrain.events import RunStarted
+
+    run = tmp_path / "dead"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: x\n")
+    log = run / "events.jsonl"
+    log.write_text(json.dumps(RunStarted(run="dead", total_steps=9).to_dict()) + "\n")
+    old = time.time() - 3600
+    os.utime(log, (old, old))
+    rec = Recorder()
+    assert nbtrain.display.attach("dead", tmp_path, display=rec) is None
+    assert "not training" in rec.last
+
+
+def test_stop_and_attach_magics(ip, fast_cfg, runs_dir):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no background run named 'nope'"):
+        ip.run_line_magic("nbtrain", "stop nope")
+    cfg_text = "\n".join(
+        [
+            f"model: {fast_cfg['model']}",
+            f"data: {{train: {fast_cfg['data']['train']}}}",
+            "epochs: 40",
+            f"runs_dir: {runs_dir}",
+            "display: none",
+        ]
+    )
+    buf = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(buf):
+        ip.run_cell_magic("finetune", "bgmagic --background", cfg_text)
+    handle = ip.user_ns["bgmagic"]
+    assert isinstance(handle, RunHandle) and "training in the background" in buf.getvalue()
+    _events_until(handle, "start")
+    view = ip.run_line_magic("nbtrain", f"runs --runs-dir {runs_dir}")
+    assert "bgmagic" in repr(view) and "background" in repr(view)
+    ip.run_line_magic("nbtrain", "stop bgmagic")
+    result = handle.wait(300)
+    assert result.status == "stopped"
