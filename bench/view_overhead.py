@@ -6,9 +6,12 @@ Two measures, in one process:
 
 * ``ratio``: training time (the run's own ``duration_s``) with the HTML view on, divided by the
   same run with no view. On a shared machine this is noisy by a few percent either way.
-* ``in_view``: seconds spent inside the view's event handler (layout, figures, the display
+* ``in_view``: seconds spent inside the view's event handler (layout, curves, the display
   update) over the training time of the view-on run: the overhead itself, with no noise from
-  other processes. Goal: <= 3 %.
+  other processes. Goal: <= 1 %.
+
+``--renderers`` times one frame of the curves drawn three ways (inline SVG, matplotlib PNG,
+Vega-Lite via Altair): why the live view draws SVG.
 
 ``--synthetic STEP_MS`` measures the view alone on a simulated run (steps of STEP_MS ms of busy
 CPU, no model): the view's share when steps are as fast as on a GPU, in seconds, not hours.
@@ -163,9 +166,62 @@ def synthetic(steps: int, step_ms: float, log_every: int = 5, prepare_s: float =
         "in_view_fraction": round(in_training / total, 4),
         "end_card_s": round(end_s, 3),
         "frames": sink.frames,
-        "figures": view.figures,
         "bytes_per_frame": sink.bytes_sent // max(1, sink.frames),
     }
+
+
+def renderers(points: int, repeat: int = 5) -> dict:
+    """Seconds to draw the curves of a state with ``points`` logged steps: inline SVG (what the
+    live view uses), a matplotlib PNG (the card's and the old live view's), Vega-Lite (Altair's
+    spec, serialized: the frontend then renders it in JavaScript)."""
+    from nbtrain.display.plots import curves_png
+    from nbtrain.display.state import RunState
+    from nbtrain.display.svg import curves_svg
+    from nbtrain.events import Evaluated, Logged, RunStarted
+
+    state = RunState()
+    state.update(RunStarted(run="r", total_steps=points, num_epochs=1.0, batch_size=16))
+    for s in range(1, points + 1):
+        lr = 5e-5 * (1 - s / points)
+        state.update(
+            Logged(step=s, epoch=s / points, values={"loss": 1 / (1 + s / 50), "learning_rate": lr})
+        )
+        if s % max(1, points // 10) == 0:
+            state.update(
+                Evaluated(step=s, epoch=s / points, metrics={"loss": 0.5, "accuracy": 0.8})
+            )
+
+    def altair_spec() -> str:
+        import altair as alt
+        import pandas as pd
+
+        rows = [{"step": s, "value": v, "series": "loss"} for s, v in state.train_loss]
+        rows += [{"step": s, "value": v, "series": "lr"} for s, v in state.learning_rate]
+        chart = (
+            alt.Chart(pd.DataFrame(rows))
+            .mark_line()
+            .encode(x="step", y="value", color="series")
+            .properties(width=300, height=180)
+        )
+        return json.dumps(chart.to_dict())
+
+    out = {"points": points}
+    for name, fn in (
+        ("svg", lambda: curves_svg(state)),
+        ("png_matplotlib", lambda: curves_png(state, dpi=100)),
+        ("vegalite_altair", altair_spec),
+    ):
+        try:
+            fn()  # imports and caches outside the timing
+        except ImportError as e:
+            out[name] = f"unavailable: {e}"
+            continue
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            data = fn()
+        out[f"{name}_ms"] = round((time.perf_counter() - t0) / repeat * 1000, 2)
+        out[f"{name}_bytes"] = len(data)
+    return out
 
 
 def main() -> None:
@@ -178,7 +234,15 @@ def main() -> None:
         metavar="STEP_MS",
         help="measure the view alone on a simulated run with steps of STEP_MS milliseconds",
     )
+    ap.add_argument(
+        "--renderers",
+        action="store_true",
+        help="time one frame of the curves as SVG, PNG and Vega-Lite at 100 and 1000 points",
+    )
     args = ap.parse_args()
+    if args.renderers:
+        print(json.dumps([renderers(100), renderers(1000)], indent=1))
+        return
     if args.synthetic:
         print(json.dumps(synthetic(args.steps, args.synthetic), indent=1))
         return
@@ -204,7 +268,6 @@ def main() -> None:
         "in_view_s": round(timed.seconds, 3),
         "in_view_fraction": round(timed.seconds / on, 4),
         "frames": sink.frames,
-        "figures": view.figures,
         "bytes_per_frame": sink.bytes_sent // max(1, sink.frames),
     }
     print(json.dumps(result, indent=1))

@@ -52,7 +52,7 @@ class RunHandle:
         subscribers: list[Callable[[Event], None]] | None = None,
         target: Callable[..., Any],
     ) -> None:
-        from nbtrain.engine.callbacks import StopController
+        from nbtrain.engine.stop import StopController
 
         self._target = target  # api.run_config: train on this thread, return a RunResult
         self.name: str = cfg.name

@@ -10,7 +10,7 @@ import pytest
 from transformers import TrainerCallback
 
 import nbtrain
-from nbtrain.engine.callbacks import StopController
+from nbtrain.engine.stop import StopController
 from nbtrain.events import read_events
 from nbtrain.runs import (
     MARKER,

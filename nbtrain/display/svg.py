@@ -78,6 +78,19 @@ def _tick_label(v: float) -> str:
     return f"{v:.4g}"
 
 
+#: Points a line keeps: more than the chart's width in pixels buys nothing but bytes and time.
+MAX_POINTS = 400
+
+
+def thin(points: list[tuple[float, float]], n: int = MAX_POINTS) -> list[tuple[float, float]]:
+    """Every k-th point (the first and the last kept) so a line has at most about ``n``."""
+    if len(points) <= n:
+        return points
+    k = math.ceil(len(points) / n)
+    out = points[::k]
+    return out if out[-1] == points[-1] else [*out, points[-1]]
+
+
 def render(chart: Chart) -> str:
     """The chart as one ``<svg>`` element."""
     w, h = chart.width, chart.height
@@ -148,7 +161,7 @@ def render(chart: Chart) -> str:
     for s in chart.series:
         spts = [
             (sx(x), sy(y))
-            for x, y in s.points
+            for x, y in thin(s.points)
             if math.isfinite(x) and math.isfinite(y) and (y > 0 or not chart.log_y)
         ]
         if not spts:

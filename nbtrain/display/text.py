@@ -1,4 +1,4 @@
-"""Plain-text renderer for terminals, the CLI and CI logs."""
+"""Plain-text renderer for terminals, the CLI and CI logs: a view of the same RunState."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from nbtrain.display.state import RunState
 from nbtrain.events import Event
 from nbtrain.format import fmt_time
 
@@ -16,17 +17,18 @@ class TextRenderer:
     def __init__(
         self, stream: TextIO | None = None, *, min_interval: float = 0.5, tty: bool | None = None
     ) -> None:
-        self.stream = stream or sys.stderr
+        # The real stream, not a background run's per-thread router: this view's lines are the
+        # view, not output of the run to capture.
+        stream = stream or sys.stderr
+        self.stream = getattr(stream, "original", stream)
         self.tty = self.stream.isatty() if tty is None else tty
         self.min_interval = min_interval if self.tty else 10.0
+        self.state = RunState()
         self._last = 0.0
-        self._start = time.time()
-        self._start_step = 0
-        self._total = 0
-        self._loss: float | None = None
         self._open_line = False
 
     def __call__(self, ev: Event) -> None:
+        self.state.update(ev)
         t = ev.type
         if t == "stage" and ev.status in ("start", "done"):
             verb = {
@@ -39,22 +41,17 @@ class TextRenderer:
         elif t == "notice":
             self._line(f"note: {ev.message}")
         elif t == "start":
-            self._total = ev.total_steps
-            self._start = time.time()
-            self._start_step = ev.step
             resumed = f", resumed from {ev.resumed_from.split('/')[-1]}" if ev.resumed_from else ""
             self._line(
                 f"Training {ev.run}: {ev.task}, {ev.train_samples} examples, {ev.total_steps} "
                 f"steps, {ev.params_trainable / 1e6:.1f}M trainable params on {ev.device} "
                 f"({ev.precision}){resumed}"
             )
-        elif t == "log":
-            self._loss = ev.values.get("loss", self._loss)
         elif t == "step":
             now = time.time()
             if now - self._last >= self.min_interval or ev.step == ev.total_steps:
                 self._last = now
-                self._progress(ev.step, ev.total_steps or self._total, ev.epoch)
+                self._progress()
         elif t == "eval":
             metrics = "  ".join(
                 f"{k}={v:.4f}"
@@ -69,18 +66,18 @@ class TextRenderer:
         elif t == "end":
             self._end(ev)
 
-    def _progress(self, step: int, total: int, epoch: float) -> None:
-        elapsed = time.time() - self._start
-        done = step - self._start_step
-        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
-        eta = (total - step) / rate if rate else 0.0
+    def _progress(self) -> None:
+        s = self.state
+        step, total = s.step, s.total_steps
+        rate = s.steps_per_second or 0.0
         width = 24
-        filled = int(width * step / total) if total else 0
+        filled = int(width * s.fraction)
         bar = "#" * filled + "-" * (width - filled)
-        loss = f"  loss {self._loss:.4f}" if self._loss is not None else ""
+        losses = s.train_loss
+        loss = f"  loss {losses[-1][1]:.4f}" if losses else ""
         text = (
-            f"[{bar}] {step}/{total}  epoch {epoch:.2f}  {fmt_time(elapsed)}<{fmt_time(eta)}"
-            f"  {rate:.2f} it/s{loss}"
+            f"[{bar}] {step}/{total}  epoch {s.epoch:.2f}  {fmt_time(s.elapsed)}"
+            f"<{fmt_time(s.eta, unknown='--:--')}  {rate:.2f} it/s{loss}"
         )
         if self.tty:
             self.stream.write("\r" + text + "\x1b[K")

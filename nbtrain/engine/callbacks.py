@@ -1,11 +1,8 @@
-"""The bridge from ``TrainerCallback`` to nbtrain events, and clean stopping."""
+"""The bridge from ``TrainerCallback`` to nbtrain events; it honours stop requests."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,55 +10,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from nbtrain.engine.resume import RngSnapshot
+from nbtrain.engine.stop import StopController
 from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, StepEnd
 from nbtrain.runs import dir_size, write_marker
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
-
-
-class StopController:
-    """A request to stop training at the end of the current step, with a checkpoint.
-
-    Set by a signal (Ctrl-C / kernel interrupt, SIGTERM), a Stop button in another thread, or
-    ``RunHandle.stop()``. A second Ctrl-C interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self._event = threading.Event()
-
-    def request(self, reason: str = "stopped") -> None:
-        if self.reason is None:
-            self.reason = reason
-        self._event.set()
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
-    @contextlib.contextmanager
-    def signals(self) -> Any:
-        """Turn SIGINT/SIGTERM into stop requests while training (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous: dict[int, Any] = {}
-
-        def on_signal(signum: int, frame: Any) -> None:
-            if signum == signal.SIGINT and self.reason == "interrupted":
-                raise KeyboardInterrupt  # second Ctrl-C: stop now
-            self.request("interrupted" if signum == signal.SIGINT else "terminated")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, on_signal)
-            except (ValueError, OSError):
-                pass
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 class EventCallback(TrainerCallback):

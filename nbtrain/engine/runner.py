@@ -16,7 +16,7 @@ from typing import Any
 
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.refs import Ref, unwrap
-from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.engine.callbacks import EventCallback
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -34,6 +34,7 @@ from nbtrain.engine.rundir import (  # noqa: F401
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
+from nbtrain.engine.stop import StopController
 from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
