@@ -137,10 +137,16 @@ def _start_background(
 
 
 def _view(display: Any, *, on_stop: Any = None) -> Any:
+    """The view for ``display``. With ``on_stop`` (a background run), ``auto`` prefers the
+    widget view where widgets work: its Stop button is how such a run is stopped."""
     if display in (None, "none"):
         return None
-    from nbtrain.display import make_renderer
+    from nbtrain.display import make_renderer, resolve_mode
+    from nbtrain.display.frontend import widgets_available
 
+    if on_stop is not None and display == "auto" and resolve_mode("auto") == "html":
+        if widgets_available()[0]:
+            display = "widgets"
     return make_renderer(display, on_stop=on_stop)
 
 

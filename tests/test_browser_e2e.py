@@ -282,7 +282,7 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
         timeout=120_000,
     )
     shot("training-progress", form)
-    card = form.locator(".nbt-card")
+    card = form.locator(".nbtrain-card")
     card.wait_for(timeout=180_000)
     assert "finished" in card.inner_text()
     assert "eval_accuracy" in card.inner_text()
@@ -312,11 +312,11 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     shot("long-run-progress", form)
     form.locator("button", has_text="Stop").click()
     page.wait_for_function(
-        "() => (document.querySelector('.nbt-form .nbt-card')?.innerText || '')"
+        "() => (document.querySelector('.nbt-form .nbtrain-card')?.innerText || '')"
         ".includes('stopped')",
         timeout=120_000,
     )
-    card_text = form.locator(".nbt-card").inner_text()
+    card_text = form.locator(".nbtrain-card").inner_text()
     page.wait_for_function("el => !el.disabled", arg=train.element_handle())
     shot("long-run-stopped", form)
     m = re.search(r"stopped at step (\d+)", card_text)

@@ -106,7 +106,7 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
         + (f" · <code>{escape(state.run_dir)}</code>" if state.run_dir else "")
         + "</div>"
     )
-    return H.wrap(body)
+    return H.wrap(body, kind="nbtrain-view nbtrain-card")
 
 
 def _path(path: str) -> str:

@@ -111,7 +111,8 @@ def progress(state: RunState) -> str:
     if loss:
         bits.append(f"loss {fmt_num(loss[-1][1])}")
     return (
-        f"<div style='margin:4px 0'><progress value='{state.step}' max='{state.total_steps or 1}'"
+        f"<div class='nbt-progress' style='margin:4px 0'><progress value='{state.step}' "
+        f"max='{state.total_steps or 1}'"
         f" style='width:320px;vertical-align:middle'></progress> {pct:.0f}%<br>"
         f"<span style='font-variant-numeric:tabular-nums'>{' · '.join(bits)}</span></div>"
     )
@@ -220,8 +221,8 @@ def metrics_table(metrics: dict[str, float]) -> str:
     )
 
 
-def wrap(body: str) -> str:
-    return f"<div class='nbtrain-view' style='{FONT}line-height:1.45'>{body}</div>"
+def wrap(body: str, kind: str = "nbtrain-view") -> str:
+    return f"<div class='{kind}' style='{FONT}line-height:1.45'>{body}</div>"
 
 
 def _short(path: str) -> str:

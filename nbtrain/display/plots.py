@@ -113,7 +113,9 @@ def _x_limits(ax: Any, state: RunState) -> None:
 
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     if state.total_steps:
-        ax.set_xlim(0, state.total_steps * 1.02)
+        # A run that ended early (stopped, failed) is drawn over the steps it trained.
+        last = state.step if state.ended and state.step < state.total_steps else state.total_steps
+        ax.set_xlim(0, max(1, last) * 1.02)
 
 
 def _loss_panel(ax: Any, state: RunState) -> None:

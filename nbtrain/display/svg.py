@@ -47,7 +47,7 @@ class Chart:
     log_y: bool = False
     best: tuple[float, float, str] | None = None  # x, y, label
     empty: str = "waiting for the first logged step"
-    width: int = 330
+    width: int = 300
     height: int = 210
 
 
@@ -224,7 +224,9 @@ def smooth(values: Sequence[float], weight: float | None = None) -> list[float]:
 
 
 def _x_range(state: RunState) -> tuple[float, float] | None:
-    return (0, state.total_steps) if state.total_steps else None
+    # From the first step to the latest one: the curves fill the chart as they grow (the
+    # progress bar already says how far along the run is).
+    return (0, max(1, state.step))
 
 
 def loss_chart(state: RunState) -> Chart:
