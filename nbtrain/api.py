@@ -41,8 +41,8 @@ def finetune(
         stop: a ``StopController`` another thread may use to end the run cleanly.
         background: train on a worker thread and return a :class:`~nbtrain.background.RunHandle`
             at once; ``handle.wait()`` gives the RunResult.
-        parallel: with ``background``, start now even if another run of this kernel is training
-            (by default runs queue and train one at a time).
+        parallel: start now even if a background run of this kernel is training (by default
+            runs queue and train one at a time; a foreground run waits in its cell).
         **overrides: config fields, e.g. ``epochs=1`` or ``**{"data.train": "x.csv"}``.
 
     Returns:
@@ -64,8 +64,22 @@ def finetune(
             cfg, restart=restart, display=display, on_event=on_event, parallel=parallel
         )
     subscribers = _subscribers(display, on_event)
+    from nbtrain.background import running, train_slot
+
+    def queued(note: str) -> None:  # a background run of this kernel is training: say so
+        for fn in subscribers:
+            if hasattr(fn, "status_note") and hasattr(fn, "show"):
+                fn.status_note = note
+                fn.show()
+
     try:
-        return run_config(cfg, subscribers=subscribers, restart=restart, stop=stop)
+        if parallel or not running():
+            return run_config(cfg, subscribers=subscribers, restart=restart, stop=stop)
+        with train_slot(queued):
+            for fn in subscribers:
+                if hasattr(fn, "status_note"):
+                    fn.status_note = ""
+            return run_config(cfg, subscribers=subscribers, restart=restart, stop=stop)
     finally:
         for fn in subscribers:
             close = getattr(fn, "close", None)

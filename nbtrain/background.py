@@ -13,11 +13,12 @@ A kernel interrupt does not stop a background run (it interrupts the cell that i
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nbtrain.display.state import RunState
@@ -285,6 +286,24 @@ def _safe(fn: Callable[[], Any]) -> None:
         fn()
     except Exception:
         pass
+
+
+@contextlib.contextmanager
+def train_slot(notify: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold this kernel's training slot for a foreground run, waiting behind a background one.
+
+    The wait polls, so a kernel interrupt (KeyboardInterrupt) ends it.
+    """
+    if not _TRAIN_SLOT.acquire(blocking=False):
+        ahead = [h.name for h in running() if not h.parallel]
+        if notify is not None and ahead:
+            notify(f"queued behind {ahead[0]}")
+        while not _TRAIN_SLOT.acquire(timeout=0.25):
+            pass
+    try:
+        yield
+    finally:
+        _TRAIN_SLOT.release()
 
 
 def running() -> list[RunHandle]:

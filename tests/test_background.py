@@ -301,3 +301,34 @@ def test_stop_and_attach_magics(ip, fast_cfg, runs_dir):
     ip.run_line_magic("nbtrain", "stop bgmagic")
     result = handle.wait(300)
     assert result.status == "stopped"
+
+
+def test_a_foreground_run_waits_behind_a_background_one(fast_cfg):
+    from nbtrain.display.live import HtmlRenderer
+
+    ended = {}
+
+    def mark(ev):
+        if ev.type == "end":
+            ended["bg"] = time.monotonic()
+
+    bg = nbtrain.finetune(
+        {**fast_cfg, "name": "bgfirst", "epochs": 3},
+        display="none",
+        on_event=mark,
+        background=True,
+    )
+    rec = Recorder()
+    started = {}
+
+    def start(ev):
+        if ev.type == "start":
+            started["fg"] = time.monotonic()
+
+    nbtrain.finetune(
+        {**fast_cfg, "name": "fgsecond"},
+        display=HtmlRenderer(display=rec, write_card=False),
+        on_event=start,
+    )
+    assert bg.done and started["fg"] > ended["bg"]
+    assert any("queued behind bgfirst" in f for f in rec.frames)
