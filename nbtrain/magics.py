@@ -373,10 +373,10 @@ def _identifier(name: str | None) -> bool:
 def _finished(cfg: Any) -> bool:
     if not cfg.name:
         return False
-    from nbtrain.runs import run_status
+    from nbtrain.runs import final_dir, run_status
 
     run_dir = Path(cfg.runs_dir).expanduser() / cfg.name
-    return (run_dir / "final").is_dir() and run_status(run_dir).status == "finished"
+    return final_dir(run_dir) is not None and run_status(run_dir).status == "finished"
 
 
 def register(ipython: Any) -> None:

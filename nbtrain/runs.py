@@ -8,10 +8,12 @@ transformers load only inside :func:`load_final_model`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 from nbtrain.events import read_events
 
 MARKER = "nbtrain_complete.json"
+#: A run whose log has no end and has not changed for this long is not being trained.
+STALE_S = 120.0
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # What the Trainer needs to resume; weights may be full-model or adapter files.
 _STATE_FILES = ("trainer_state.json",)
@@ -52,7 +56,7 @@ class Checkpoint:
 class RunInfo:
     name: str
     path: Path
-    status: str  # finished | stopped | interrupted | failed | running | unfinished | new
+    status: str  # new | running | unfinished (cut off) | interrupted | stopped | failed | finished
     steps: int = 0
     total_steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -259,6 +263,13 @@ def run_status(run_dir: str | os.PathLike) -> RunInfo:
             info.steps = max(info.steps, ev.step)
             if ev.metrics:
                 info.metrics = dict(ev.metrics)
+    if info.status == "unfinished":
+        # Started, no end: training right now (its log is being written) or cut off (a crash,
+        # a dead kernel) and waiting to be resumed.
+        log = run / "events.jsonl"
+        with contextlib.suppress(OSError):
+            if time.time() - log.stat().st_mtime < STALE_S:
+                info.status = "running"
     info.size_bytes = dir_size(run) if run.exists() else 0
     return info
 

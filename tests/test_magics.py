@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from pathlib import Path
 
@@ -356,3 +357,38 @@ def test_dry_run_report_forms_and_sections(fast_cfg, tmp_path, capsys):
     assert main(["run", str(path), "--dry-run", "--set", "epochs=1"]) == 0
     assert "total steps     6" in capsys.readouterr().out
     assert not Path(fast_cfg["runs_dir"]).exists()
+
+
+def test_stop_and_attach_magics(ip, fast_cfg, runs_dir):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="no background run named 'nope'"):
+        ip.run_line_magic("nbtrain", "stop nope")
+    cfg_text = "\n".join(
+        [
+            f"model: {fast_cfg['model']}",
+            f"data: {{train: {fast_cfg['data']['train']}}}",
+            "epochs: 40",
+            f"runs_dir: {runs_dir}",
+            "display: none",
+        ]
+    )
+    import io
+
+    buf = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(buf):
+        ip.run_cell_magic("finetune", "bgmagic --background", cfg_text)
+    from nbtrain.background import RunHandle
+
+    handle = ip.user_ns["bgmagic"]
+    assert isinstance(handle, RunHandle) and "training in the background" in buf.getvalue()
+    t0 = time.time()
+    while handle.status != "running" and time.time() - t0 < 120:
+        time.sleep(0.1)
+    view = ip.run_line_magic("nbtrain", f"runs --runs-dir {runs_dir}")
+    assert "bgmagic" in repr(view) and "background" in repr(view)
+    ip.run_line_magic("nbtrain", "stop bgmagic")
+    result = handle.wait(300)
+    assert result.status == "stopped"

@@ -106,9 +106,9 @@ def attach(
     Returns:
         The :class:`~nbtrain.display.follow.Follower` when following, else None.
     """
-    from nbtrain.display.follow import STALE_S, Follower
+    from nbtrain.display.follow import Follower
     from nbtrain.events import read_events
-    from nbtrain.runs import find_run
+    from nbtrain.runs import STALE_S, find_run
 
     folder = find_run(name, runs_dir)
     frontend = detect_frontend()

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.events import from_dict
-
-#: A log without an end event that has not changed for this long is not being trained.
-STALE_S = 120.0
+from nbtrain.runs import STALE_S
 
 
 class Follower:

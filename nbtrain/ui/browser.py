@@ -60,13 +60,9 @@ def _runs(runs_dir: str | Path, run: str | None) -> list[RunInfo]:
     runs = list_runs(runs_dir)
     if run is not None:
         if not any(r.name == run for r in runs):
-            from nbtrain.errors import ConfigError, did_you_mean
+            from nbtrain.runs import find_run
 
-            names = [r.name for r in runs]
-            raise ConfigError(
-                f"No run named {run!r} in {str(runs_dir)!r}.{did_you_mean(run, names)}"
-                + (f" Runs: {', '.join(names)}." if names else "")
-            )
+            find_run(run, runs_dir)  # raises the store's "no run named" with a did-you-mean
         runs = [r for r in runs if r.name == run]
     return runs
 
