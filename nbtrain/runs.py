@@ -325,6 +325,19 @@ def run_task(run_dir: str | os.PathLike) -> str:
     return "text-classification"
 
 
+def run_max_length(run_dir: str | os.PathLike) -> int | None:
+    """Tokens per example the run trained with (its start event; else ``data.max_length`` of
+    config.yaml), so predictions truncate where training did. None when it is not known."""
+    for ev in read_events(Path(run_dir)):
+        if ev.type == "start":
+            if getattr(ev, "max_length", 0):
+                return int(ev.max_length)
+            configured = (getattr(ev, "config", None) or {}).get("data", {}).get("max_length")
+            if isinstance(configured, int) and configured > 0:
+                return configured
+    return None
+
+
 def final_dir(run_dir: str | os.PathLike) -> Path | None:
     """``final/`` of a run when it holds a saved model, else None."""
     d = Path(run_dir) / "final"

@@ -223,9 +223,6 @@ def _progress_step(page) -> int:
     return int(m.group(1)) if m else -1
 
 
-# One rerun: in 1 of 5 full-suite runs the kernel never answered the form cell (cause not found;
-# the test passes alone every time). A rerun opens a fresh notebook, hence a fresh kernel.
-@pytest.mark.flaky(reruns=1, reruns_delay=5)
 def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     root = lab["root"]
     cells = [

@@ -85,6 +85,7 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
 
         tokenizer = load_tokenizer(cfg, model_source)
         max_length = _max_length(cfg, tokenizer, model_config)
+        task.max_length = max_length  # predict truncates where training did
         total = len(prepared.train) + (len(prepared.eval) if prepared.eval is not None else 0)
         bus.emit(
             Stage(name="tokenize", status="start", total=total, detail=f"max_length {max_length}")

@@ -329,6 +329,7 @@ class _Session:
             batch_size=cfg.per_device_train_batch_size
             * cfg.gradient_accumulation_steps
             * world_size(),
+            max_length=prep.max_length,
             params_total=total,
             params_trainable=trainable,
             labels=prep.labels,

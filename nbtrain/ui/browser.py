@@ -358,7 +358,7 @@ def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
     from nbtrain.api import load_run
     from nbtrain.config import Config
     from nbtrain.engine.tasks import get_task
-    from nbtrain.runs import load_final_model, run_task
+    from nbtrain.runs import load_final_model, run_max_length, run_task
 
     ckpt = Path(ckpt)
     run = load_run(ckpt.parent)
@@ -376,4 +376,5 @@ def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
     tok_dir = ckpt if (ckpt / "tokenizer_config.json").is_file() else run.final_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     task = get_task(task_name, Config(model="x"))
+    task.max_length = run_max_length(run.output_dir)  # truncate where training did
     return task.predict(model, tokenizer, texts)
