@@ -334,6 +334,42 @@ def test_interrupt_saves_checkpoint_and_rerun_matches_straight_run(ip, fast_cfg,
     assert not different, f"resumed weights differ from a straight run: {different[:5]}"
 
 
+def test_unnamed_cell_gets_a_stable_name_and_resumes(ip, fast_cfg, runs_dir, capsys):
+    """A cell without a name is named by its content, so re-running it resumes the same run."""
+    from nbtrain.events import read_events
+
+    cb = _interrupt_at(3)
+    ip.user_ns["cbs"] = [cb]
+    cell = "%%finetune --display none\n" + body(no_name(fast_cfg), "callbacks: {cbs}")
+    result = ip.run_cell(cell)
+    assert isinstance(result.error_in_exec, RunStopped)
+    (folder,) = runs_dir.iterdir()
+    assert folder.name.startswith("tiny-bert-") and len(folder.name) == len("tiny-bert-") + 8
+    capsys.readouterr()
+
+    result = ip.run_cell(cell)  # the same cell again: the same folder, resumed
+    assert result.success, result.error_in_exec
+    assert [p.name for p in runs_dir.iterdir()] == [folder.name]
+    starts = [e for e in read_events(folder) if e.type == "start"]
+    assert len(starts) == 2 and starts[1].resumed_from.endswith("checkpoint-3")
+    assert ip.user_ns["run"].status == "finished"
+
+
+def test_unnamed_cli_config_reuses_its_run(fast_cfg, runs_dir, tmp_path, capsys):
+    from nbtrain.cli import main
+
+    path = tmp_path / "sst2.yaml"
+    path.write_text(yaml.safe_dump(dict(no_name(fast_cfg), max_steps=2)))
+    from nbtrain.events import read_events
+
+    assert main(["run", str(path), "--quiet"]) == 0
+    (folder,) = runs_dir.iterdir()
+    assert main(["run", str(path), "--quiet"]) == 0  # the same file again: the same run, reused
+    assert [p.name for p in runs_dir.iterdir()] == [folder.name]
+    assert [e.type for e in read_events(folder)].count("start") == 1  # nothing trained again
+    assert f"RunResult({folder.name!r}, status='finished'" in capsys.readouterr().out
+
+
 # -- dry run report ---------------------------------------------------------------------------
 
 
