@@ -71,6 +71,29 @@ def test_headerless_by_position(tiny_bert, files):
     assert p.labels == ["neg", "pos"] and len(p.train) == 36
 
 
+@pytest.mark.parametrize("header", ["sentence\tlabel\n", ""])
+def test_tab_separated_txt_file(tiny_bert, tmp_path, header):
+    """`sentence<TAB>0` in a .txt file, with or without a header row, reads as two columns."""
+    path = tmp_path / "sst.txt"
+    lines = [f"{t}\t{int(lab == 'pos')}" for t, lab in rows()]
+    path.write_text(header + "\n".join(lines) + "\n")
+    data = {"text": "sentence", "label": "label"} if header else {}
+    p = prep(tiny_bert, train=str(path), **data)
+    assert p.labels == ["0", "1"]
+    assert len(p.train) + len(p.eval) == 40  # no row lost to a header, none taken as one
+    by_position = prep(tiny_bert, train=str(path), text=0, label=1)
+    assert len(by_position.train) + len(by_position.eval) == 40
+
+
+def test_txt_file_of_plain_lines_stays_text(tmp_path):
+    from nbtrain.engine.data import load_raw
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("a first line, with a comma\nand a second\n")
+    raw = load_raw(load_config(model="m", data={"train": str(path)}).data, seed=0)
+    assert raw.train.column_names == ["text"] and len(raw.train) == 2
+
+
 def test_folder_uses_its_splits(tiny_bert, files):
     p = prep(tiny_bert, train=str(files["folder"]))
     assert len(p.train) == 30 and len(p.eval) == 10
