@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.config import Config, config_to_dict
+from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
 from nbtrain.engine.callbacks import EventCallback, StopController
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
@@ -210,6 +211,7 @@ class _Session:
 
     # -- before training: nothing here touches the run folder -----------------------------------
     def prepare(self) -> None:
+        check_reporters(self.cfg.report_to)  # a missing wandb/tensorboard: before any work
         self.prep = prepare(self.cfg, self.bus)
         for message in self.prep.notices:
             self.bus.emit(Notice(kind="data", message=message))
