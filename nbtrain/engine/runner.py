@@ -403,7 +403,8 @@ class _Session:
         try:
             if step > 0 and not is_complete(ckpt):
                 self.event_cb.rng.restore(step)  # the RNG as the step left it, not mid-forward
-                _save_now(self.trainer, ckpt)
+                with _quiet_hf_progress():  # no "Writing model shards" bar in the user's cell
+                    _save_now(self.trainer, ckpt)
                 self.event_cb.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
         except OSError as e:
             if not is_disk_error(e):

@@ -23,6 +23,15 @@ def widgets_available() -> tuple[bool, str]:
     return True, ""
 
 
+def user_namespace() -> dict | None:
+    """The notebook's variables (IPython's ``user_ns``), or None outside IPython."""
+    import sys
+
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None else None
+    return getattr(shell, "user_ns", None)
+
+
 def fallback_message(reason: str) -> str:
     return (
         f"nbtrain: the widget UI cannot be shown here: {reason}. Showing the HTML version "
