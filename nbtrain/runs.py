@@ -359,7 +359,12 @@ def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         from nbtrain.engine.lora import load_adapter_model
+        from nbtrain.engine.model import quiet_transformers
 
-        return load_adapter_model(path, cls_name)
+        with quiet_transformers():
+            return load_adapter_model(path, cls_name)
+    from nbtrain.engine.model import quiet_transformers
+
     cls = getattr(transformers, cls_name)
-    return cls.from_pretrained(str(path), use_safetensors=True)
+    with quiet_transformers():  # no "Loading weights" bar in the user's cell
+        return cls.from_pretrained(str(path), use_safetensors=True)

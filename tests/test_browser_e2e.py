@@ -193,7 +193,22 @@ class Shots:
         return path
 
 
-def _run_cell(page, index: int, timeout: float = 120.0) -> None:
+def _status(page) -> str:
+    """The notebook's kernel status (status bar), e.g. 'nbtrain e2e | Idle'."""
+    bar = page.locator(".jp-StatusBar-TextItem", has_text="nbtrain e2e")
+    return bar.first.inner_text() if bar.count() else "?"
+
+
+def _diagnose(page, index: int, lab: dict) -> str:
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    log = (lab["base"] / "lab.log").read_text(errors="replace")[-2500:]
+    return (
+        f"prompt {cell.locator('.jp-InputPrompt').inner_text()!r}, kernel {_status(page)!r}, "
+        f"output {cell.locator('.jp-OutputArea').inner_text()[:600]!r}\nlab.log:\n{log}"
+    )
+
+
+def _run_cell(page, index: int, lab: dict, timeout: float = 300.0) -> None:
     """Run one cell and wait until its prompt shows an execution count."""
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
     prompt = cell.locator(".jp-InputPrompt")
@@ -207,14 +222,19 @@ def _run_cell(page, index: int, timeout: float = 120.0) -> None:
                 return
             time.sleep(0.25)
         if "*" in prompt.inner_text():  # queued behind the kernel start: keep waiting
-            page.wait_for_function(
-                "el => /\\[\\d+\\]/.test(el.innerText)",
-                arg=prompt.element_handle(),
-                timeout=timeout * 1000,
-            )
+            try:
+                page.wait_for_function(
+                    "el => /\\[\\d+\\]/.test(el.innerText)",
+                    arg=prompt.element_handle(),
+                    timeout=timeout * 1000,
+                )
+            except Exception as e:
+                raise AssertionError(
+                    f"cell {index} did not finish: {_diagnose(page, index, lab)}"
+                ) from e
             return
         if time.time() - t0 > timeout:
-            raise AssertionError(f"cell {index} did not run; prompt {prompt.inner_text()!r}")
+            raise AssertionError(f"cell {index} did not run: {_diagnose(page, index, lab)}")
 
 
 def _progress_step(page) -> int:
@@ -239,10 +259,13 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
 
     # -- the form ------------------------------------------------------------------------------
-    _run_cell(page, 0)
-    _run_cell(page, 1)
+    _run_cell(page, 0, lab)
+    _run_cell(page, 1, lab)
     form = page.locator(".nbt-form")
-    form.wait_for(timeout=120_000)
+    try:
+        form.wait_for(timeout=120_000)
+    except Exception as e:
+        raise AssertionError(f"the form did not show: {_diagnose(page, 1, lab)}") from e
     shot("form-opened", form)
     form.locator(".nbt-field-model input").fill(str(root / "tiny-bert"))
     form.locator(".lm-TabBar-tab", has_text="Data").click()
@@ -324,7 +347,7 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     assert f"checkpoint-{stopped_at}" in card_text
 
     # -- the checkpoint browser: delete a non-best checkpoint ------------------------------------
-    _run_cell(page, 2)
+    _run_cell(page, 2, lab)
     copied = page.locator(".jp-Notebook .jp-Cell", has_text="%%finetune tiny-run")
     copied.first.wait_for(timeout=30_000)  # inserted below the cell just run
     assert "learning_rate: 0.005" in copied.first.inner_text()

@@ -392,3 +392,31 @@ def test_dry_run_report_forms_and_sections(fast_cfg, tmp_path, capsys):
     assert main(["run", str(path), "--dry-run", "--set", "epochs=1"]) == 0
     assert "total steps     6" in capsys.readouterr().out
     assert not Path(fast_cfg["runs_dir"]).exists()
+
+
+# -- attach to a run another process writes -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_attach_shows_the_curves_of_a_run_another_process_is_writing(
+    ip, fast_cfg, runs_dir, tmp_path, monkeypatch
+):
+    import signal
+
+    from .test_signals import _start, _wait_for_line
+
+    proc = _start(tmp_path, fast_cfg, slow_step=7, pause=300)  # steps 1-7 logged, then it waits
+    try:
+        _wait_for_line(proc, "SLOW 7")
+        shown = []
+        monkeypatch.setattr(
+            ip.display_pub, "publish", lambda data, *a, **kw: shown.append(data), raising=True
+        )
+        ip.run_line_magic("nbtrain", f"attach tiny --runs-dir {runs_dir}")
+        html = "".join(d.get("text/html", "") for d in shown)
+        assert "not training in this kernel" in html  # another process is training it
+        assert "step <b>7</b>/300" in html  # its progress so far, read from events.jsonl
+        assert "<img src='data:image/png;base64," in html and "loss" in html  # the curves
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)

@@ -202,7 +202,15 @@ def apply_lora(model: Any, cfg: Any, task: Any) -> Any:
         )
     elif cfg.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_cfg)
+    import warnings
+
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning in the
+        # user's cell on every LoRA run); the call is theirs, the warning is not the user's.
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return get_peft_model(model, peft_cfg)
 
 
 def is_adapter_dir(path: str | Path) -> bool:

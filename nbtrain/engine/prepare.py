@@ -97,8 +97,12 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
             else None
         )
         if eval_tok is not None and "length" in eval_tok.column_names:
-            # Sorted by length, evaluation batches carry almost no padding.
-            eval_tok = eval_tok.sort("length", reverse=True)
+            # Sorted by length, evaluation batches carry almost no padding. (Not Dataset.sort:
+            # it passes pyarrow an argument newer pyarrow warns about in the user's cell.)
+            import numpy as np
+
+            order = np.argsort(-np.asarray(eval_tok["length"]), kind="stable")
+            eval_tok = eval_tok.select(order.tolist())
         bus.emit(
             Stage(
                 name="tokenize",
