@@ -387,3 +387,71 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
         browser.locator("button", has_text="Open card").click()
         browser.locator(".nbt-card-frame").wait_for()
         shot("browser-card", browser)
+
+
+def test_browser_resumes_a_run_trained_on_a_notebook_dataframe(lab, page, tmp_path):
+    """`data.train: {train_df}`: the browser's Resume takes train_df from the notebook again."""
+    root = lab["root"]
+    cells = [
+        "%load_ext nbtrain",
+        "import pandas as pd\n"
+        "from transformers import TrainerCallback\n"
+        "train_df = pd.read_csv('train.csv')\n"
+        "class InterruptAt3(TrainerCallback):\n"
+        "    def on_step_end(self, args, state, control, **kw):\n"
+        "        if state.global_step == 3:\n"
+        "            raise KeyboardInterrupt\n"
+        "cbs = [InterruptAt3()]",
+        "%%finetune df-run --display none\n"
+        f"model: {root / 'tiny-bert'}\n"
+        "data: {train: {train_df}}\n"
+        "epochs: 2\n"
+        "save_strategy: 'no'\n"
+        "callbacks: {cbs}\n"
+        "runs_dir: runs",
+        "%nbtrain checkpoints df-run --runs-dir runs",
+        "del train_df",
+        "train_df = pd.read_csv('train.csv')",
+    ]
+    nb = f"e2e-df-{tmp_path.name}.ipynb"
+    (root / nb).write_text(json.dumps(_notebook(cells)))
+    shot = Shots(page, tmp_path / "shots")
+    page.goto(f"{lab['url']}/lab/tree/{nb}?token={lab['token']}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
+    for i in range(3):
+        _run_cell(page, i, lab)
+    run_dir = root / "runs" / "df-run"
+    assert (run_dir / "checkpoint-3").is_dir(), _diagnose(page, 2, lab)
+    assert "'{train_df}'" in (run_dir / "config.yaml").read_text()
+
+    _run_cell(page, 3, lab)
+    browser = page.locator(".nbt-browser")
+    browser.wait_for(timeout=60_000)
+    _run_cell(page, 4, lab)  # the notebook no longer has train_df
+    resume = browser.locator("button:not([disabled])", has_text="Resume")
+    resume.click()
+    error = browser.locator(".nbt-resume-error")
+    error.wait_for(timeout=60_000)
+    assert "Define train_df in this notebook" in error.inner_text()
+    shot("browser-resume-needs-data", browser)
+    assert not (run_dir / "final").exists()  # nothing started
+
+    _run_cell(page, 5, lab)  # train_df again, the same data
+    resume.click()
+    t0 = time.time()
+    while not (run_dir / "final" / "model.safetensors").is_file():
+        assert time.time() - t0 < 300, _diagnose(page, 3, lab)
+        time.sleep(1)
+    starts = [
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"type": "start"' in line
+    ]
+    assert starts[-1]["resumed_from"].endswith("checkpoint-3")
+    page.wait_for_function(  # the browser redrew itself when the run ended
+        "el => el.innerText.includes('df-run: finished')",
+        arg=browser.element_handle(),
+        timeout=60_000,
+    )
+    shot("browser-resumed", browser)
