@@ -383,10 +383,13 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     shot("browser-try", browser)
 
     # -- the run card written at the end of the run --------------------------------------------
-    if (root / "runs" / "tiny-run" / "card.html").is_file():
-        browser.locator("button", has_text="Open card").click()
-        browser.locator(".nbt-card-frame").wait_for()
-        shot("browser-card", browser)
+    assert (root / "runs" / "tiny-run" / "card.html").is_file()  # every run writes its card
+    browser.locator("button", has_text="Open card").click()
+    browser.locator(".nbt-card-frame").wait_for()
+    card_body = page.frame_locator(".nbt-card-frame").locator("body")
+    card_body.get_by_text("tiny-run").first.wait_for(timeout=30_000)
+    assert "finished" in card_body.inner_text() and "eval_accuracy" in card_body.inner_text()
+    shot("browser-card", browser)
 
 
 def test_browser_resumes_a_run_trained_on_a_notebook_dataframe(lab, page, tmp_path):
