@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,12 +34,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _notebook(cells: list[str]) -> dict:
@@ -99,13 +92,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
             }
         )
     )
-    token, port = "nbtrain-e2e-token", _free_port()
+    token = "nbtrain-e2e-token"
+    runtime = base / "runtime"
     env = dict(
         os.environ,
         JUPYTER_PATH=str(data_dir),
         JUPYTER_DATA_DIR=str(data_dir),
         JUPYTER_CONFIG_DIR=str(config_dir),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTER_RUNTIME_DIR=str(runtime),
         **kernel_env,
     )
     log = open(base / "lab.log", "w")  # noqa: SIM115 - closed below
@@ -115,7 +109,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
             "-m",
             "jupyterlab",
             "--no-browser",
-            f"--port={port}",
+            # Port 0: the server binds a free port itself and records it (jpserver-PID.json).
+            # A port picked here and bound later can be taken meanwhile on a shared machine; the
+            # server then silently moves to another one (port_retries) while the test talks to
+            # the first, perhaps to someone else's server.
+            "--port=0",
+            "--ServerApp.port_retries=0",
+            # Kernels over Unix sockets in the runtime folder, not five TCP ports each: the same
+            # race for ports, with every other kernel and server on the machine.
+            "--KernelManager.transport=ipc",
             "--ip=127.0.0.1",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
@@ -129,15 +131,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    info_file = runtime / f"jpserver-{proc.pid}.json"
     try:
         t0 = time.time()
         while True:
             try:
+                url = f"http://127.0.0.1:{json.loads(info_file.read_text())['port']}"
                 urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
                 break
-            except OSError:
-                if proc.poll() is not None or time.time() - t0 > 120:
+            except (OSError, ValueError, KeyError):
+                if proc.poll() is not None or time.time() - t0 > 180:
                     pytest.fail(
                         "jupyter lab did not start:\n" + (base / "lab.log").read_text()[-3000:]
                     )
