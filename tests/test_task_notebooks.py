@@ -68,7 +68,7 @@ def test_notebook_runs(name: str, kernel_name: str, tmp_path: Path) -> None:
     client = nbclient.NotebookClient(
         nb,
         kernel_name=kernel_name,
-        timeout=120,
+        timeout=300,  # a training cell on a shared 2-core machine can take minutes
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
