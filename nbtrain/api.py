@@ -329,6 +329,23 @@ class RunResult:
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.final_dir))
         return self._tokenizer
 
+    def _recipe(self) -> Any:
+        """The run's task recipe: the one that trained it, or one rebuilt from the run folder
+        with the max_length the run trained with (so predictions truncate where training did)."""
+        if self._task is None:
+            from nbtrain.config import Config
+            from nbtrain.engine.tasks import get_task
+            from nbtrain.errors import ConfigError
+            from nbtrain.runs import run_max_length
+
+            try:
+                cfg = self.config
+            except (ConfigError, OSError):  # no config.yaml, or one that no longer loads
+                cfg = Config(model="x")
+            self._task = get_task(self._task_name(), cfg)
+            self._task.max_length = run_max_length(self.output_dir)
+        return self._task
+
     def _task_name(self) -> str:
         from nbtrain.runs import run_task
 
@@ -349,13 +366,7 @@ class RunResult:
             raise RuntimeError(
                 f"Run {self.name!r} has no final model (status: {self.status}); resume it first."
             )
-        task = self._task
-        if task is None:
-            from nbtrain.config import Config
-            from nbtrain.engine.tasks import get_task
-
-            task = get_task(self._task_name(), Config(model="x"))
-        return task.predict(self.model, self.tokenizer, inputs, batch_size=batch_size)
+        return self._recipe().predict(self.model, self.tokenizer, inputs, batch_size=batch_size)
 
     def generate(
         self, prompts: Any, *, max_new_tokens: int | None = None, batch_size: int = 16
@@ -368,11 +379,7 @@ class RunResult:
             raise RuntimeError(
                 f"Run {self.name!r} has no final model (status: {self.status}); resume it first."
             )
-        task = self._task
-        if task is None:
-            from nbtrain.engine.tasks import get_task
-
-            task = get_task(self._task_name(), self.config)
+        task = self._recipe()
         n = max_new_tokens or getattr(self.config, "generation_max_new_tokens", 32)
         return task.generate(
             self.model, self.tokenizer, prompts, max_new_tokens=n, batch_size=batch_size

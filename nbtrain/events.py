@@ -63,7 +63,8 @@ class RunStarted(Event):
     num_epochs: float = 0.0
     train_samples: int = 0
     eval_samples: int = 0
-    batch_size: int = 0  # effective: per device x accumulation x devices
+    batch_size: int = 0  # effective: per device x accumulation x processes
+    max_length: int = 0  # tokens per example the data was cut to (predict uses it too)
     params_total: int = 0
     params_trainable: int = 0
     resumed_from: str | None = None

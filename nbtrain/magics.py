@@ -12,8 +12,6 @@ object, a ``compute_metrics`` function, a list of callbacks, a ``Trainer`` subcl
 from __future__ import annotations
 
 import keyword
-import os
-import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,11 +22,11 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Unicode
 
+from nbtrain.config.refs import resolve_refs, user_names  # noqa: F401  (the cell's {name}s)
 from nbtrain.errors import ConfigError, RunInterrupted, TrainingFailed, did_you_mean
 from nbtrain.runviews import View, config_view, runs_view, show_view, version_view
 
 DISPLAY_CHOICES = ("auto", "html", "widgets", "text", "none")
-_REF = re.compile(r"^\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}$")
 
 
 class RunStopped(Exception):
@@ -40,76 +38,6 @@ class RunStopped(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # {name} references
-
-
-def resolve_refs(value: Any, namespace: Mapping[str, Any], where: str = "") -> Any:
-    """Replace every ``{name}`` value with the notebook object it names.
-
-    YAML reads a bare ``{df}`` as the mapping ``{"df": None}``; a quoted ``"{df}"`` stays text.
-    Both mean the variable ``df``. Plain values (text, numbers, paths, lists of them) are put in
-    as they are, so ``config.yaml`` records them; other objects become :class:`~nbtrain.config.Ref`
-    so the config records ``{df}`` and the object never reaches disk.
-    """
-    if isinstance(value, dict):
-        if len(value) == 1:
-            ((key, inner),) = value.items()
-            if inner is None and isinstance(key, str) and key.isidentifier():
-                return _lookup(key, namespace, where)
-        return {
-            k: resolve_refs(v, namespace, f"{where}.{k}" if where else str(k))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [resolve_refs(v, namespace, where) for v in value]
-    if isinstance(value, str):
-        m = _REF.match(value.strip())
-        if m:
-            return _lookup(m.group(1), namespace, where)
-    return value
-
-
-def _lookup(name: str, namespace: Mapping[str, Any], where: str) -> Any:
-    from nbtrain.config import Ref
-
-    if name not in namespace:
-        names = user_names(namespace)
-        hint = did_you_mean(name, names)
-        if not hint and names:
-            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-            hint = f" Variables in the notebook: {shown}."
-        raise ConfigError(
-            f"{where or 'config'}: {{{name}}} refers to a notebook variable, but there is no "
-            f"variable named {name!r}.{hint} Define it in a cell above, or write a file path "
-            "or hub name instead.",
-            field=where or None,
-        )
-    obj = namespace[name]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if _plain(obj):
-        return list(obj) if isinstance(obj, tuple) else obj
-    return Ref(name, obj)
-
-
-def _plain(obj: Any) -> bool:
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return True
-    return isinstance(obj, (list, tuple)) and all(
-        v is None or isinstance(v, (str, int, float, bool)) for v in obj
-    )
-
-
-def user_names(namespace: Mapping[str, Any]) -> list[str]:
-    """The notebook's own variables: no ``_private`` names, no modules, no IPython internals."""
-    import types
-
-    return sorted(
-        k
-        for k, v in namespace.items()
-        if not k.startswith("_")
-        and k not in ("In", "Out", "exit", "quit", "get_ipython")
-        and not isinstance(v, types.ModuleType)
-    )
 
 
 def build_config(

@@ -336,6 +336,19 @@ def run_task(run_dir: str | os.PathLike) -> str:
     return "text-classification"
 
 
+def run_max_length(run_dir: str | os.PathLike) -> int | None:
+    """Tokens per example the run trained with (its start event; else ``data.max_length`` of
+    config.yaml), so predictions truncate where training did. None when it is not known."""
+    for ev in read_events(Path(run_dir)):
+        if ev.type == "start":
+            if getattr(ev, "max_length", 0):
+                return int(ev.max_length)
+            configured = (getattr(ev, "config", None) or {}).get("data", {}).get("max_length")
+            if isinstance(configured, int) and configured > 0:
+                return configured
+    return None
+
+
 def final_dir(run_dir: str | os.PathLike) -> Path | None:
     """``final/`` of a run when it holds a saved model, else None."""
     d = Path(run_dir) / "final"
@@ -357,7 +370,12 @@ def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         from nbtrain.engine.lora import load_adapter_model
+        from nbtrain.engine.model import quiet_transformers
 
-        return load_adapter_model(path, cls_name)
+        with quiet_transformers():
+            return load_adapter_model(path, cls_name)
+    from nbtrain.engine.model import quiet_transformers
+
     cls = getattr(transformers, cls_name)
-    return cls.from_pretrained(str(path), use_safetensors=True)
+    with quiet_transformers():  # no "Loading weights" bar in the user's cell
+        return cls.from_pretrained(str(path), use_safetensors=True)

@@ -150,12 +150,30 @@ def test_auto_strategies_without_eval(tmp_path):
         ("optim: adamw_tourch", ["optim", "Did you mean 'adamw_torch'"]),
         ("data: {train: t.csv, evall: d.csv}", ["data.evall", "Did you mean 'eval'"]),
         ("report_to: tensorbord", ["report_to", "tensorboard"]),
+        ("adam_beta1: not a number", ["adam_beta1: 'not a number' is not valid", "a number"]),
+        ("training_args: {dataloader_num_workers: 2.5}", ["whole number"]),
+        ("dataloader_drop_last: maybe", ["dataloader_drop_last", "true/false"]),
+        ("torch_compile_mode: 3", ["torch_compile_mode: 3", "text or null"]),
     ],
 )
 def test_errors_name_field_value_and_allowed(text, expected):
     msg = err(text)
     for part in expected:
         assert part in msg, msg
+
+
+def test_pass_through_values_take_their_declared_types():
+    cfg = load_config(
+        "model: m\ndata: {train: t.csv}\nadam_epsilon: 1e-8\nadam_beta1: 1\n"
+        "dataloader_num_workers: '2'\npush_to_hub: 'no'\nfsdp_config: {a: 1}\n"
+    )
+    assert cfg.training_args == {
+        "adam_epsilon": 1e-8,  # YAML reads 1e-8 as text
+        "adam_beta1": 1.0,
+        "dataloader_num_workers": 2,
+        "push_to_hub": False,
+        "fsdp_config": {"a": 1},
+    }
 
 
 def test_yaml_syntax_error_has_line_number():

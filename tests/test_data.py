@@ -71,6 +71,29 @@ def test_headerless_by_position(tiny_bert, files):
     assert p.labels == ["neg", "pos"] and len(p.train) == 36
 
 
+@pytest.mark.parametrize("header", ["sentence\tlabel\n", ""])
+def test_tab_separated_txt_file(tiny_bert, tmp_path, header):
+    """`sentence<TAB>0` in a .txt file, with or without a header row, reads as two columns."""
+    path = tmp_path / "sst.txt"
+    lines = [f"{t}\t{int(lab == 'pos')}" for t, lab in rows()]
+    path.write_text(header + "\n".join(lines) + "\n")
+    data = {"text": "sentence", "label": "label"} if header else {}
+    p = prep(tiny_bert, train=str(path), **data)
+    assert p.labels == ["0", "1"]
+    assert len(p.train) + len(p.eval) == 40  # no row lost to a header, none taken as one
+    by_position = prep(tiny_bert, train=str(path), text=0, label=1)
+    assert len(by_position.train) + len(by_position.eval) == 40
+
+
+def test_txt_file_of_plain_lines_stays_text(tmp_path):
+    from nbtrain.engine.data import load_raw
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("a first line, with a comma\nand a second\n")
+    raw = load_raw(load_config(model="m", data={"train": str(path)}).data, seed=0)
+    assert raw.train.column_names == ["text"] and len(raw.train) == 2
+
+
 def test_folder_uses_its_splits(tiny_bert, files):
     p = prep(tiny_bert, train=str(files["folder"]))
     assert len(p.train) == 30 and len(p.eval) == 10
@@ -208,3 +231,44 @@ def test_head_with_other_label_count(tmp_path):
 
 def test_unusable_object(tiny_bert):
     assert "cannot use" in data_error(tiny_bert, train=Ref("x", 42))
+
+
+# -- hub datasets: datasets.load_dataset with a dataset repository, and offline -------------
+
+
+def _dataset_repo(root, rows_):
+    """A dataset repository as on the hub (data files + README configs), in a local folder."""
+    repo = root / "hub" / "reviews"
+    (repo / "data").mkdir(parents=True)
+    df = pd.DataFrame(rows_, columns=["text", "label"])
+    df.iloc[:30].to_csv(repo / "data" / "train.csv", index=False)
+    df.iloc[30:].to_csv(repo / "data" / "test.csv", index=False)
+    df.iloc[:12].to_csv(repo / "data" / "small.csv", index=False)
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n"
+        "  - {split: train, path: data/train.csv}\n  - {split: test, path: data/test.csv}\n"
+        "- config_name: small\n  data_files:\n  - {split: train, path: data/small.csv}\n---\n"
+    )
+    return repo
+
+
+def test_hub_dataset_splits_and_configs(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _dataset_repo(tmp_path, rows())
+    p = prep(tiny_bert, train="hf:hub/reviews")  # a DatasetDict: train, and test as eval
+    assert (len(p.train), len(p.eval)) == (30, 10)
+    p = prep(tiny_bert, train="hf:hub/reviews:train[:20]", eval="hf:hub/reviews:test")
+    assert (len(p.train), len(p.eval)) == (20, 10)
+    p = prep(tiny_bert, train="hf:hub/reviews/small:train", eval_split=0.25)  # owner/name/config
+    assert len(p.train) + len(p.eval) == 12
+
+
+def test_hub_dataset_offline_error(tiny_bert, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(nbtrain.DataError) as e:
+        prep(tiny_bert, train="nbtrain-tests/no-such-dataset")
+    msg = str(e.value)
+    assert "could not load the hub dataset 'nbtrain-tests/no-such-dataset'" in msg
+    assert "Offline?" in msg and "local file" in msg
+    assert "\n" not in msg  # one paragraph, no traceback

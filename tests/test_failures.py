@@ -222,6 +222,41 @@ def test_unwritable_runs_dir_is_a_config_error(fast_cfg, tmp_path):
     assert "runs_dir" in str(info.value) and str(blocker / "runs") in str(info.value)
 
 
+# -- reporters and pass-through arguments -----------------------------------------------------
+
+
+def test_tensorboard_logs_inside_the_run_folder(fast_cfg):
+    result = nbtrain.finetune(
+        _cfg(fast_cfg, name="tb", max_steps=2, report_to="tensorboard"), display="none"
+    )
+    assert result.status == "finished"
+    assert list((result.output_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _hide_tensorboard(monkeypatch):
+    import sys
+
+    for name in ("tensorboard", "tensorboardX"):
+        monkeypatch.setitem(sys.modules, name, None)  # find_spec and import now fail
+
+
+def test_missing_reporter_is_a_config_error_before_anything_starts(fast_cfg, monkeypatch):
+    _hide_tensorboard(monkeypatch)
+    cfg = _cfg(fast_cfg, name="tb-missing", report_to=["tensorboard"])
+    assert nbtrain.load_config(cfg).report_to == ["tensorboard"]  # the config itself still loads
+    seen = []
+    with pytest.raises(nbtrain.ConfigError, match=r"report_to: tensorboard needs.*pip install"):
+        nbtrain.finetune(cfg, display="none", on_event=seen.append)
+    assert not (Path(fast_cfg["runs_dir"]) / "tb-missing").exists()  # no run left at "new"
+    assert [e.type for e in seen] == ["error", "end"]  # before any data was read
+
+
+def test_pass_through_argument_of_the_wrong_type_is_a_config_error(fast_cfg):
+    with pytest.raises(nbtrain.ConfigError, match=r"adam_beta1: 'not a number' is not valid"):
+        nbtrain.finetune(_cfg(fast_cfg, name="beta", adam_beta1="not a number"), display="none")
+    assert not Path(fast_cfg["runs_dir"]).exists()  # refused before anything started
+
+
 # -- security defaults ------------------------------------------------------------------------
 
 
@@ -262,13 +297,32 @@ def _calls(name: str):
                     yield path, node
 
 
-def test_torch_load_only_with_weights_only_true():
-    for path, node in _calls("load"):
-        fn = node.func
-        if isinstance(fn, ast.Attribute) and getattr(fn.value, "id", None) == "torch":
-            kw = {k.arg: k.value for k in node.keywords}
-            assert isinstance(kw.get("weights_only"), ast.Constant), f"{path}:{node.lineno}"
-            assert kw["weights_only"].value is True, f"{path}:{node.lineno}"
+class _InterruptAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_unpickles_only_with_weights_only(fast_cfg, monkeypatch):
+    """Resuming reads optimizer, scheduler and RNG state (torch.load): never with full pickle."""
+    cfg = _cfg(fast_cfg, name="wo", save_strategy="no", callbacks=[_InterruptAt(2)])
+    with pytest.raises(nbtrain.RunInterrupted):
+        nbtrain.finetune(cfg, display="none")
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    result = nbtrain.finetune({**cfg, "callbacks": []}, display="none")
+    assert result.status == "finished"
+    assert calls, "resuming loaded no optimizer/RNG state: the checkpoint was not used"
+    assert all(w is True for w in calls), calls
 
 
 def test_trust_remote_code_is_off_unless_configured():

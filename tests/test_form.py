@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 from pathlib import Path
 
@@ -329,11 +330,54 @@ def test_browser_lists_deletes_and_tries(fast_cfg, runs_dir):
     assert "is kept" in b.message.value
     out = b.try_html(b.checkpoints[-1], "a great and lovely film")
     assert "predicted:" in out and ("pos" in out or "neg" in out)
+    card = runs_dir / "tiny" / "card.html"
+    assert card.is_file()  # every run writes its card when it ends
     b.open_card()
-    if not (runs_dir / "tiny" / "card.html").exists():
-        assert "no card yet" in b.message.value
-    else:
-        assert "iframe" in b.card_view.value
+    shown = html.unescape(b.card_view.value)  # the card is the iframe's srcdoc
+    assert "nbt-card-frame" in shown and card.read_text(encoding="utf-8") in shown
+    card.unlink()
+    b.card_view.value = ""
+    b.open_card()
+    assert "no card yet" in b.message.value and b.card_view.value == ""
+
+
+@pytest.mark.slow
+def test_browser_resumes_a_run_trained_on_a_notebook_dataframe(fast_cfg, runs_dir):
+    """config.yaml records {train_df}: Resume takes train_df from the notebook again."""
+    import pandas as pd
+    from transformers import TrainerCallback
+
+    from nbtrain import RunInterrupted, finetune
+    from nbtrain.config import Ref
+    from nbtrain.events import read_events
+    from nbtrain.ui.browser import CheckpointBrowser
+
+    from .conftest import make_texts
+
+    class InterruptAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    df = pd.DataFrame(make_texts(64, 0), columns=["text", "label"])
+    cfg = {**fast_cfg, "data": {"train": Ref("train_df", df)}, "save_strategy": "no"}
+    with pytest.raises(RunInterrupted):
+        finetune({**cfg, "callbacks": [InterruptAt3()]}, display="none")
+    assert "'{train_df}'" in (runs_dir / "tiny" / "config.yaml").read_text()
+
+    b = CheckpointBrowser(runs_dir, "tiny", namespace={})
+    assert b.resume() is None  # nothing started: the message says what is needed
+    assert "Define train_df in this notebook with the same data" in html.unescape(b.message.value)
+    b.namespace = {"train_df": df.iloc[:40]}
+    assert b.resume() is None
+    assert "is not the data run 'tiny' trained on" in html.unescape(b.message.value)
+    b.namespace = {"train_df": df}
+    run = b.resume()
+    run.thread.join(120)
+    assert run.error is None, run.error
+    assert run.result.status == "finished"
+    starts = [e for e in read_events(runs_dir / "tiny") if e.type == "start"]
+    assert starts[-1].resumed_from.endswith("checkpoint-3")
 
 
 def test_browser_names_a_missing_run(runs_dir):

@@ -206,7 +206,11 @@ def test_gradient_checkpointing_with_lora_backprops():
     cfg = _cfg(r=4)
     cfg.gradient_checkpointing = True
     pm = apply_lora(model, cfg, task)
-    pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed it (the old name is a FutureWarning); 4.x has only the old one
+    if hasattr(pm, "activation_checkpointing_enable"):
+        pm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     pm.train()
     out = pm(**_inputs("bert"), labels=torch.tensor([0, 1]))
     out.loss.backward()

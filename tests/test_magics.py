@@ -335,6 +335,42 @@ def test_interrupt_saves_checkpoint_and_rerun_matches_straight_run(ip, fast_cfg,
     assert not different, f"resumed weights differ from a straight run: {different[:5]}"
 
 
+def test_unnamed_cell_gets_a_stable_name_and_resumes(ip, fast_cfg, runs_dir, capsys):
+    """A cell without a name is named by its content, so re-running it resumes the same run."""
+    from nbtrain.events import read_events
+
+    cb = _interrupt_at(3)
+    ip.user_ns["cbs"] = [cb]
+    cell = "%%finetune --display none\n" + body(no_name(fast_cfg), "callbacks: {cbs}")
+    result = ip.run_cell(cell)
+    assert isinstance(result.error_in_exec, RunStopped)
+    (folder,) = runs_dir.iterdir()
+    assert folder.name.startswith("tiny-bert-") and len(folder.name) == len("tiny-bert-") + 8
+    capsys.readouterr()
+
+    result = ip.run_cell(cell)  # the same cell again: the same folder, resumed
+    assert result.success, result.error_in_exec
+    assert [p.name for p in runs_dir.iterdir()] == [folder.name]
+    starts = [e for e in read_events(folder) if e.type == "start"]
+    assert len(starts) == 2 and starts[1].resumed_from.endswith("checkpoint-3")
+    assert ip.user_ns["run"].status == "finished"
+
+
+def test_unnamed_cli_config_reuses_its_run(fast_cfg, runs_dir, tmp_path, capsys):
+    from nbtrain.cli import main
+
+    path = tmp_path / "sst2.yaml"
+    path.write_text(yaml.safe_dump(dict(no_name(fast_cfg), max_steps=2)))
+    from nbtrain.events import read_events
+
+    assert main(["run", str(path), "--quiet"]) == 0
+    (folder,) = runs_dir.iterdir()
+    assert main(["run", str(path), "--quiet"]) == 0  # the same file again: the same run, reused
+    assert [p.name for p in runs_dir.iterdir()] == [folder.name]
+    assert [e.type for e in read_events(folder)].count("start") == 1  # nothing trained again
+    assert f"RunResult({folder.name!r}, status='finished'" in capsys.readouterr().out
+
+
 # -- dry run report ---------------------------------------------------------------------------
 
 
@@ -392,3 +428,31 @@ def test_stop_and_attach_magics(ip, fast_cfg, runs_dir):
     ip.run_line_magic("nbtrain", "stop bgmagic")
     result = handle.wait(300)
     assert result.status == "stopped"
+
+
+# -- attach to a run another process writes -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_attach_shows_the_curves_of_a_run_another_process_is_writing(
+    ip, fast_cfg, runs_dir, tmp_path, monkeypatch
+):
+    import signal
+
+    from .test_signals import _start, _wait_for_line
+
+    proc = _start(tmp_path, fast_cfg, slow_step=7, pause=300)  # steps 1-7 logged, then it waits
+    try:
+        _wait_for_line(proc, "SLOW 7")
+        shown = []
+        monkeypatch.setattr(
+            ip.display_pub, "publish", lambda data, *a, **kw: shown.append(data), raising=True
+        )
+        ip.run_line_magic("nbtrain", f"attach tiny --runs-dir {runs_dir}")
+        html = "".join(d.get("text/html", "") for d in shown)
+        assert "training in another process" in html  # the view follows its event log
+        assert "step <b>7</b>/300" in html  # its progress so far, read from events.jsonl
+        assert "<svg" in html and "polyline" in html and "Loss" in html  # the curves so far
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)

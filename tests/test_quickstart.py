@@ -58,6 +58,14 @@ def check_executed_quickstart(path: Path) -> None:
     cells = {c.source.splitlines()[0]: c for c in nb.cells if c.cell_type == "code"}
     errors = [o for c in cells.values() for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
+    # JupyterLab shows stderr as a red box: no warnings or progress bars from nbtrain's calls.
+    stderr = [
+        o.text
+        for c in cells.values()
+        for o in c.outputs
+        if o.output_type == "stream" and o.name == "stderr"
+    ]
+    assert not [t for t in stderr if "Warning" in t or "it/s]" in t], stderr
 
     assert "run = RunResult('quickstart-minilm', status='finished'" in _outputs(
         cells["%%finetune quickstart-minilm"]

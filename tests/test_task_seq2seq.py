@@ -114,7 +114,9 @@ def test_run_generates_at_eval_and_scores(t5: Path, runs_dir: Path) -> None:
         assert {"loss", "exact_match", "rougeL"} <= set(ev.metrics)
         assert len(ev.details["samples"]) == 2
         assert ev.details["samples"][0]["prompt"] == "colour of sky"
-    assert evals[-1].metrics["rougeL"] >= evals[0].metrics["rougeL"]
+    # It learns: from nothing right at the first eval to most targets (0, 0.2, ..., 0.6 measured).
+    assert evals[0].metrics["rougeL"] < evals[-1].metrics["rougeL"]
+    assert evals[-1].metrics["rougeL"] >= 0.4
     assert run.metrics["eval_rougeL"] == max(e.metrics["rougeL"] for e in evals)
 
     out = run.generate(["colour of sky", "colour of snow"], max_new_tokens=4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -476,8 +477,92 @@ def check_training_args(extra: Mapping[str, Any]) -> dict[str, Any]:
                 "(`nbtrain.config_help()` lists them all).",
                 field=key,
             )
-        out[key] = value
+        out[key] = _check_ta_type(key, value, fields_[key])
     return out
+
+
+# Simple types a TrainingArguments field may declare ("<class 'float'>", "int | None", ...).
+_TYPE_WORDS = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
+
+
+def _declared_types(declared: str) -> set[Any] | None:
+    """The simple types in a field's declared type, or None when any part is not simple (an
+    enum, a class, ``typing.Any``): such fields are left to TrainingArguments."""
+    text = declared.replace("<class '", "").replace("'>", "").strip()
+    for wrapper in ("typing.Union[", "typing.Optional["):
+        if text.startswith(wrapper) and text.endswith("]"):
+            text = text[len(wrapper) : -1].replace(",", "|")
+    while "[" in text:  # list[str] -> list: the container is checked, not its items
+        text = re.sub(r"\[[^\[\]]*\]", "", text)
+    kinds: set[Any] = set()
+    for part in text.split("|"):
+        part = part.strip()
+        if part in ("None", "NoneType"):
+            kinds.add(type(None))
+            continue
+        base = part.split("[", 1)[0]
+        if base not in _TYPE_WORDS:
+            return None
+        kinds.add(_TYPE_WORDS[base])
+    return kinds or None
+
+
+def _check_ta_type(key: str, value: Any, spec: Mapping[str, Any]) -> Any:
+    """A pass-through value of the declared type (numbers written as text converted), or a
+    ConfigError: a wrong type would otherwise reach the optimizer and fail mid-training."""
+    kinds = _declared_types(str(spec.get("type", "")))
+    if kinds is None or (value is None and type(None) in kinds):
+        return value
+    if isinstance(value, bool):
+        if bool in kinds or str in kinds:
+            return value
+    elif isinstance(value, int) and (int in kinds or float in kinds):
+        return value if int in kinds else float(value)
+    elif isinstance(value, float) and float in kinds:
+        return value
+    elif isinstance(value, float) and int in kinds and value.is_integer():
+        return int(value)
+    elif isinstance(value, str):
+        if str in kinds:
+            return value
+        text = value.strip()
+        if float in kinds or int in kinds:
+            try:
+                number = float(text)  # YAML reads 1e-8 as text
+            except ValueError:
+                pass
+            else:
+                if int in kinds and number.is_integer():
+                    return int(number)
+                if float in kinds and math.isfinite(number):
+                    return number
+        if bool in kinds and text.lower() in ("true", "false", "yes", "no"):
+            return text.lower() in ("true", "yes")
+    elif isinstance(value, (list, tuple)) and list in kinds:
+        return list(value)
+    elif isinstance(value, Mapping) and dict in kinds:
+        return dict(value)
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "text"}
+    names.update({dict: "a mapping", list: "a list", type(None): "null"})
+    order = (float, int, bool, str, list, dict, type(None))
+    expected = " or ".join(
+        names[k] for k in order if k in kinds and not (k is int and float in kinds)
+    )
+    shown = "null" if value is None else repr(value) if _plain_value(value) else describe(value)
+    raise ConfigError(
+        f"{key}: {shown} is not valid; expected {expected} (TrainingArguments.{key}, passed "
+        f"through as it is).{_help_sentence(spec)}",
+        field=key,
+    )
+
+
+def _plain_value(value: Any) -> bool:
+    return isinstance(value, (str, int, float, list, dict))
+
+
+def _help_sentence(spec: Mapping[str, Any]) -> str:
+    text = str(spec.get("help") or "").strip().split(". ")[0].rstrip(".")
+    return f" {text}." if text else ""
 
 
 def _owned_hint(key: str) -> str:
@@ -487,6 +572,47 @@ def _owned_hint(key: str) -> str:
         "bf16": "write bf16: true at the top level or precision: bf16",
         "resume_from_checkpoint": "re-run the same name to resume, or use restart",
     }.get(key, "it is set for you")
+
+
+# report_to name -> (modules transformers looks for, what to pip install)
+_REPORTER_PACKAGES = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),
+    "wandb": (("wandb",), "wandb"),
+    "mlflow": (("mlflow",), "mlflow"),
+    "trackio": (("trackio",), "trackio"),
+    "comet_ml": (("comet_ml",), "comet_ml"),
+    "clearml": (("clearml",), "clearml"),
+    "neptune": (("neptune",), "neptune"),
+    "dvclive": (("dvclive",), "dvclive"),
+    "codecarbon": (("codecarbon",), "codecarbon"),
+    "swanlab": (("swanlab",), "swanlab"),
+}
+
+
+def check_reporters(report_to: Any) -> None:
+    """A reporter whose package is missing is a ConfigError naming it. The engine calls this
+    before it reads any data (the Trainer would raise a RuntimeError once it is being built);
+    loading a config does not, so a config naming wandb still opens where wandb is missing."""
+    import importlib.util
+
+    items = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in items:
+        modules, package = _REPORTER_PACKAGES.get(name, ((), ""))
+        if not modules or any(_installed(m, importlib.util) for m in modules):
+            continue
+        raise ConfigError(
+            f"report_to: {name} needs the {package!r} package, which is not installed in this "
+            f"environment. Install it (pip install {package}, then restart the kernel), or "
+            f"remove {name} from report_to.",
+            field="report_to",
+        )
+
+
+def _installed(module: str, util: Any) -> bool:
+    try:
+        return util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed install counts as missing
+        return False
 
 
 def _cross_checks(cfg: Config) -> None:

@@ -47,7 +47,20 @@ OPTIMIZERS = (
     "paged_adamw_8bit",
     "lion_8bit",
 )
-REPORTERS = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
+REPORTERS = (
+    "none",
+    "tensorboard",
+    "wandb",
+    "mlflow",
+    "trackio",
+    "comet_ml",
+    "clearml",
+    "neptune",
+    "dvclive",
+    "codecarbon",
+    "swanlab",
+    "all",
+)
 PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
 DISPLAYS = ("auto", "html", "widgets", "text", "none")
 
@@ -618,7 +631,8 @@ class Config:
     )
     report_to: Any = opt(
         None,
-        "Also log to: none, tensorboard, wandb, mlflow (a name or a list).",
+        "Also log to: none, tensorboard (in runs/NAME/tensorboard), wandb, mlflow, ... (a name or "
+        "a list).",
         group="Logging",
         kind="str_list",
         choices=REPORTERS,

@@ -141,8 +141,9 @@ def attach(
     if ended:
         view._finish()
         return None
+    if live:
+        view.note = "Following this run: it is training in another process."
     view.show()
     if not live:
         return None
-    view.note = "Following this run: it is training in another process."
     return Follower(log, view, skip=sum(1 for _ in open(log, encoding="utf-8")), poll=poll).start()

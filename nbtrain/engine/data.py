@@ -99,7 +99,17 @@ def _load_source(source: Any, *, role: str, header: bool | None, headerless: boo
         return _load_hub(text, role)
     path = Path(text).expanduser()
     if path.is_file():
-        return _load_file(path, fmt or _FORMATS.get(path.suffix.lower()), headerless=headerless)
+        fmt = fmt or _FORMATS.get(path.suffix.lower())
+        if fmt == "text" and m is None:  # a .txt file: lines of text, or tab-separated columns
+            columns = _sniff_tabs(path)
+            if columns is not None:
+                names = None
+                if header is None:  # not said: the first row tells (columns by position too)
+                    headerless = not _looks_like_header(columns)
+                if headerless and len(columns[0]) == 2:
+                    names = ["text", "label"]  # `sentence<TAB>label`: what the defaults look for
+                return _load_file(path, "csv", headerless=headerless, delimiter="\t", names=names)
+        return _load_file(path, fmt, headerless=headerless)
     if path.is_dir():
         return _load_folder(path)
     if fmt is not None or path.suffix.lower() in _FORMATS or text.startswith((".", "/", "~")):
@@ -110,6 +120,42 @@ def _load_source(source: Any, *, role: str, header: bool | None, headerless: boo
             f"data.{role}: the file {text!r} does not exist (looked in {Path.cwd()}).{near}"
         )
     return _load_hub(text, role)
+
+
+def _sniff_tabs(path: Path, sample: int = 20) -> list[list[str]] | None:
+    """The first rows split on tabs when every sampled line has the same number (>= 1) of tabs
+    (``sentence<TAB>label``), else None (plain text, one example per line)."""
+    rows: list[list[str]] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.rstrip("\r\n")
+            if line:
+                rows.append(line.split("\t"))
+            if len(rows) >= sample:
+                break
+    if not rows or len(rows[0]) < 2 or any(len(r) != len(rows[0]) for r in rows):
+        return None
+    return rows
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """Whether the first row names the columns: no numbers in it where the rows below have
+    numbers, and no field that reads like a sentence."""
+    first, rest = rows[0], rows[1:]
+    if any(_is_number(v) or len(v.split()) > 3 for v in first):
+        return False
+    numeric_below = [
+        i for i in range(len(first)) if rest and all(_is_number(r[i]) for r in rest if r[i])
+    ]
+    return bool(numeric_below) or not rest or all(v.isidentifier() for v in first)
 
 
 def _from_object(obj: Any, role: str) -> Any:
@@ -131,7 +177,12 @@ def _from_object(obj: Any, role: str) -> Any:
 
 
 def _load_file(
-    path: Path, fmt: str | None, *, headerless: bool, delimiter: str | None = None
+    path: Path,
+    fmt: str | None,
+    *,
+    headerless: bool,
+    delimiter: str | None = None,
+    names: list[str] | None = None,
 ) -> Any:
     import datasets
 
@@ -151,7 +202,7 @@ def _load_file(
             with open(path, encoding="utf-8", newline="") as fh:
                 first = fh.readline().rstrip("\r\n")
             n = len(first.split(kwargs["delimiter"])) if first else 1
-            kwargs["column_names"] = [str(i) for i in range(n)]
+            kwargs["column_names"] = names or [str(i) for i in range(n)]
             kwargs["header"] = None
     try:
         ds = datasets.load_dataset(fmt, data_files={"data": str(path)}, split="data", **kwargs)

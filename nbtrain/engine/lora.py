@@ -8,6 +8,9 @@ plus the base model's ``config.json`` (so the label maps survive), and :func:`lo
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +205,8 @@ def apply_lora(model: Any, cfg: Any, task: Any) -> Any:
         )
     elif cfg.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_cfg)
+    with _peft_quietly():
+        return get_peft_model(model, peft_cfg)
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -249,7 +253,19 @@ def load_adapter_model(path: str | Path, auto_class: str = "AutoModel") -> Any:
             f"The adapter in {str(path)!r} needs its base model {base_name!r}, which could not "
             f"be loaded: {first[:200]}",
         ) from None
-    return PeftModel.from_pretrained(base, str(path))
+    with _peft_quietly():
+        return PeftModel.from_pretrained(base, str(path))
+
+
+@contextlib.contextmanager
+def _peft_quietly() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps a
+    model: a FutureWarning in the user's cell on every LoRA run that is neither theirs nor ours."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield
 
 
 def merge_adapter(path: str | Path, out: str | Path, auto_class: str = "AutoModel") -> Path:

@@ -85,6 +85,7 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
 
         tokenizer = load_tokenizer(cfg, model_source)
         max_length = _max_length(cfg, tokenizer, model_config)
+        task.max_length = max_length  # predict truncates where training did
         total = len(prepared.train) + (len(prepared.eval) if prepared.eval is not None else 0)
         bus.emit(
             Stage(name="tokenize", status="start", total=total, detail=f"max_length {max_length}")
@@ -96,8 +97,12 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
             else None
         )
         if eval_tok is not None and "length" in eval_tok.column_names:
-            # Sorted by length, evaluation batches carry almost no padding.
-            eval_tok = eval_tok.sort("length", reverse=True)
+            # Sorted by length, evaluation batches carry almost no padding. (Not Dataset.sort:
+            # it passes pyarrow an argument newer pyarrow warns about in the user's cell.)
+            import numpy as np
+
+            order = np.argsort(-np.asarray(eval_tok["length"]), kind="stable")
+            eval_tok = eval_tok.select(order.tolist())
         bus.emit(
             Stage(
                 name="tokenize",

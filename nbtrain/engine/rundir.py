@@ -24,13 +24,13 @@ _IDENTITY_IGNORED = {"name", "runs_dir", "display"}  # where/how, not what
 
 
 def default_name(cfg: Config) -> str:
+    """``<model>-<hash of the config>``: the same config gets the same name, so re-running an
+    unnamed cell (or ``nbtrain run`` of a file without ``name:``) resumes its run, and every
+    process of ``accelerate launch`` agrees on the folder."""
     model = cfg.model if isinstance(cfg.model, str) else describe(cfg.model).strip("{}<>")
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).name).strip("-") or "run"
-    if world_size() > 1:
-        # Every process of `accelerate launch` must agree on the folder: name it by content.
-        digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
-        return f"{base}-{digest[:10]}"
-    return f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
+    digest = hashlib.sha1(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()
+    return f"{base}-{digest[:8]}"
 
 
 def world_size() -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.config import Config, config_to_dict
+from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
 from nbtrain.engine.callbacks import EventCallback
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
@@ -211,6 +212,7 @@ class _Session:
 
     # -- before training: nothing here touches the run folder -----------------------------------
     def prepare(self) -> None:
+        check_reporters(self.cfg.report_to)  # a missing wandb/tensorboard: before any work
         self.prep = prepare(self.cfg, self.bus)
         for message in self.prep.notices:
             self.bus.emit(Notice(kind="data", message=message))
@@ -330,6 +332,7 @@ class _Session:
             batch_size=cfg.per_device_train_batch_size
             * cfg.gradient_accumulation_steps
             * world_size(),
+            max_length=prep.max_length,
             params_total=total,
             params_trainable=trainable,
             labels=prep.labels,
@@ -401,7 +404,8 @@ class _Session:
         try:
             if step > 0 and not is_complete(ckpt):
                 self.event_cb.rng.restore(step)  # the RNG as the step left it, not mid-forward
-                _save_now(self.trainer, ckpt)
+                with _quiet_hf_progress():  # no "Writing model shards" bar in the user's cell
+                    _save_now(self.trainer, ckpt)
                 self.event_cb.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
         except OSError as e:
             if not is_disk_error(e):

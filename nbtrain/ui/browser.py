@@ -8,12 +8,15 @@ Where widgets cannot be shown, the same table as HTML.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from nbtrain.display.frontend import fallback_message, widgets_available
+from nbtrain.errors import ConfigError
 from nbtrain.format import fmt_bytes, fmt_metrics
 from nbtrain.runs import Checkpoint, RunInfo, list_checkpoints, list_runs, run_status
+from nbtrain.ui.env import user_namespace
 
 
 def browse(
@@ -128,11 +131,19 @@ class CheckpointTable:
 class CheckpointBrowser:
     """The widget browser. Every action is also a method, so it can be scripted and tested."""
 
-    def __init__(self, runs_dir: str | Path = "runs", run: str | None = None) -> None:
+    def __init__(
+        self,
+        runs_dir: str | Path = "runs",
+        run: str | None = None,
+        *,
+        namespace: Mapping[str, Any] | None = None,
+    ) -> None:
         import ipywidgets as W
 
         self._W = W
         self.runs_dir = Path(runs_dir)
+        #: where a run's notebook objects ({train_df}) are found again to resume it
+        self.namespace = namespace
         runs = _runs(runs_dir, run)
         names = [r.name for r in list_runs(runs_dir)] if run is None else [run]
         self.run_select = W.Dropdown(
@@ -326,14 +337,24 @@ class CheckpointBrowser:
         )
 
     def resume(self, c: Checkpoint | None = None) -> Any:
-        """Continue the selected run from its newest complete checkpoint, the view below."""
+        """Continue the selected run from its newest complete checkpoint, the view below.
+
+        Data that came from the notebook (``{train_df}``) is taken from the notebook again by
+        the same name; when it is missing or holds other data, the message says so.
+        """
         from nbtrain.api import finetune
-        from nbtrain.config import load_config
         from nbtrain.display.live import HtmlRenderer, OutputWidgetDisplay
 
         if self.run is not None and not self.run.done:
             return self.run
-        cfg = load_config(self.run_dir / "config.yaml")
+        namespace = self.namespace if self.namespace is not None else user_namespace()
+        try:
+            cfg = resume_config(self.run_dir, namespace)
+        except ConfigError as e:  # notebook data missing or changed: say what to do, start nothing
+            self.message.value = (
+                f"<span class='nbt-resume-error' style='color:#b00020'>{html.escape(str(e))}</span>"
+            )
+            return None
         view = HtmlRenderer(display=OutputWidgetDisplay(self.output))
         self.stop_button.layout.display = None
         self.message.value = f"Resuming {html.escape(self.run_dir.name)}…"
@@ -351,12 +372,85 @@ class CheckpointBrowser:
         self.refresh()
 
 
+_OBJECT_KEYS = ("model", "tokenizer", "data.train", "data.eval")
+
+
+def resume_config(run_dir: str | Path, namespace: Mapping[str, Any] | None) -> Any:
+    """The config ``run_dir`` trained with, ready to resume it.
+
+    ``config.yaml`` records notebook objects by name (``'{train_df}'``); they are looked up in
+    ``namespace`` again, and must hold the data the run trained on (its fingerprint).
+
+    Raises:
+        ConfigError: an object is not in the namespace, holds other data, or was passed to
+            ``finetune`` without a name; the message says how to resume.
+    """
+    from nbtrain.config import diff_configs, load_config, parse_yaml
+    from nbtrain.config.refs import resolve_refs
+    from nbtrain.engine.rundir import identity
+
+    run_dir = Path(run_dir)
+    name = run_dir.name
+    raw = parse_yaml(
+        (run_dir / "config.yaml").read_text(encoding="utf-8"), origin=str(run_dir / "config.yaml")
+    )
+    found = {key: _value_at(raw, key) for key in _OBJECT_KEYS}
+    refs = {k: v.strip()[1:-1].strip() for k, v in found.items() if _is_ref(v)}
+    unnamed = [k for k, v in found.items() if isinstance(v, str) and v.startswith("<")]
+    if unnamed:
+        raise ConfigError(
+            f"Run {name!r} was given {', '.join(f'{k} {found[k]}' for k in unnamed)} as an object "
+            "without a name, so it cannot be found again here. Resume it from Python with the "
+            "same objects: nbtrain.finetune(nbtrain.load_run(name).config, ...) with "
+            + ", ".join(f"{k}=..." for k in unnamed)
+            + "."
+        )
+    missing = [k for k, var in refs.items() if namespace is None or var not in namespace]
+    if missing:
+        wanted = ", ".join(f"{{{refs[k]}}} ({k})" for k in missing)
+        raise ConfigError(
+            f"Run {name!r} trained on notebook data: {wanted}. Define "
+            + ", ".join(refs[k] for k in missing)
+            + " in this notebook with the same data (run the cells that make it), then press "
+            "Resume again."
+        )
+    if refs:
+        raw = resolve_refs(raw, namespace or {})
+    raw["name"], raw["runs_dir"] = name, str(run_dir.parent)
+    cfg = load_config(raw)
+    ident = run_dir / "identity.json"
+    if refs and ident.is_file():
+        import json
+
+        changed = diff_configs(json.loads(ident.read_text()), identity(cfg))
+        if changed:
+            names = ", ".join(f"{{{v}}}" for v in refs.values())
+            raise ConfigError(
+                f"The notebook's {names} is not the data run {name!r} trained on (changed: "
+                f"{', '.join(changed[:6])}). Resuming needs the same data: re-create it as it "
+                "was, or train a new run with %%finetune NEW_NAME."
+            )
+    return cfg
+
+
+def _value_at(raw: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = raw
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _is_ref(value: Any) -> bool:
+    text = value.strip() if isinstance(value, str) else ""
+    return text.startswith("{") and text.endswith("}") and text[1:-1].strip().isidentifier()
+
+
 def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
     """Load a checkpoint (weights via safetensors) and predict ``texts`` with its run's task."""
     from nbtrain.api import load_run
     from nbtrain.config import Config
     from nbtrain.engine.tasks import get_task
-    from nbtrain.runs import load_final_model, run_task
+    from nbtrain.runs import load_final_model, run_max_length, run_task
 
     ckpt = Path(ckpt)
     run = load_run(ckpt.parent)
@@ -374,4 +468,5 @@ def predict(ckpt: str | Path, texts: list[str]) -> list[dict[str, Any]]:
     tok_dir = ckpt if (ckpt / "tokenizer_config.json").is_file() else run.final_dir
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     task = get_task(task_name, Config(model="x"))
+    task.max_length = run_max_length(run.output_dir)  # truncate where training did
     return task.predict(model, tokenizer, texts)

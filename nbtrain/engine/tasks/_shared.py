@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nbtrain.engine.tasks.base import predict_batches
 from nbtrain.errors import DataError
 
 # nbtrain task -> the transformers auto-mapping whose model types can do it
@@ -142,12 +143,6 @@ def ensure_pad_token(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def unwrap_model(model: Any) -> Any:
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 def generate_texts(
     model: Any,
     tokenizer: Any,
@@ -161,16 +156,8 @@ def generate_texts(
     **generate_kwargs: Any,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (new text only), in the prompts' order."""
-    import torch
-
-    model = unwrap_model(model)
     if not prompts:
         return []
-    device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    out: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
@@ -179,34 +166,41 @@ def generate_texts(
         else tokenizer.eos_token_id,
     }
     kwargs.update(generate_kwargs)
+    limit = max_length
+    if decoder_only and max_length:
+        limit = max(1, max_length - max_new_tokens)  # prompt + new tokens fit what it trained on
+
+    def encode(chunk: list[str]) -> Any:
+        enc = tokenizer(
+            chunk,
+            return_tensors="pt",
+            padding=True,
+            truncation=limit is not None,
+            max_length=limit,
+            add_special_tokens=add_special_tokens,
+        )
+        enc.pop("token_type_ids", None)
+        return enc
+
+    def decode(chunk: list[str], enc: Any, ids: Any) -> list[str]:
+        if decoder_only:
+            ids = ids[:, enc["input_ids"].shape[1] :]
+        return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    side = tokenizer.padding_side
     try:
         if decoder_only:
             tokenizer.padding_side = "left"  # generation continues from the right end
-        limit = max_length
-        if decoder_only and max_length:
-            limit = max(1, max_length - max_new_tokens)
-        with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
-                chunk = prompts[start : start + batch_size]
-                enc = tokenizer(
-                    chunk,
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=limit is not None,
-                    max_length=limit,
-                    add_special_tokens=add_special_tokens,
-                ).to(device)
-                enc.pop("token_type_ids", None)
-                ids = model.generate(**enc, **kwargs)
-                if decoder_only:
-                    ids = ids[:, enc["input_ids"].shape[1] :]
-                texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-                for i, t in enumerate(texts):
-                    out[start + i] = t.strip()
+        return predict_batches(
+            model,
+            prompts,
+            encode=encode,
+            decode=decode,
+            batch_size=batch_size,
+            run=lambda m, enc: m.generate(**enc, **kwargs),
+        )
     finally:
         tokenizer.padding_side = side
-        model.train(was_training)
-    return out
 
 
 def eval_callback(task: Any) -> Any:

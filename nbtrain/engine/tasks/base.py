@@ -7,13 +7,15 @@ The engine calls these hooks in order and knows nothing task-specific:
 3. ``tokenize(ds, tokenizer, max_length)``: a ``datasets.map(batched=True)`` producing model
    inputs, ``labels`` and ``length`` (for length-grouped batches);
 4. ``collator(tokenizer)``, ``compute_metrics()``, ``compute_loss_func()``, ``best_metric``;
-5. ``predict(model, tokenizer, inputs)`` for ``RunResult.predict``.
+5. ``predict(model, tokenizer, inputs)`` for ``RunResult.predict``: every task runs its batches
+   through :func:`predict_batches`, truncating at the ``max_length`` the run was trained with.
 
 A new task subclasses :class:`Task` and registers itself with :func:`register`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,6 +42,59 @@ def registry() -> dict[str, type[Task]]:
     return dict(_REGISTRY)
 
 
+def unwrap_model(model: Any) -> Any:
+    """The model inside DDP/accelerate wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def predict_batches(
+    model: Any,
+    items: Sequence[Any],
+    *,
+    encode: Callable[[list[Any]], Any],
+    decode: Callable[[list[Any], Any, Any], list[Any]],
+    batch_size: int = 32,
+    run: Callable[[Any, Any], Any] | None = None,
+    sort_key: Callable[[Any], Any] | None = None,
+) -> list[Any]:
+    """The one inference loop of every task: batches in eval mode without gradients.
+
+    Args:
+        model: the (possibly wrapped) model; its train/eval mode is restored afterwards.
+        items: the inputs, one result each, returned in this order.
+        encode: a chunk of items -> a ``BatchEncoding`` (moved to the model's device here).
+        decode: (chunk, encoding, model output) -> one result per item of the chunk.
+        run: (model, encoding) -> output; default ``model(**encoding)``, e.g. ``generate``.
+        sort_key: batch similar items together (less padding); results keep the input order.
+    """
+    import torch
+
+    model = unwrap_model(model)
+    if not items:
+        return []
+    device = next(model.parameters()).device
+    order = list(range(len(items)))
+    if sort_key is not None:
+        order.sort(key=lambda i: sort_key(items[i]))
+    out: list[Any] = [None] * len(items)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                chunk = [items[i] for i in idx]
+                enc = encode(chunk).to(device)
+                result = run(model, enc) if run is not None else model(**enc)
+                for i, r in zip(idx, decode(chunk, enc, result), strict=True):
+                    out[i] = r
+    finally:
+        model.train(was_training)
+    return out
+
+
 @dataclass
 class Prepared:
     """Data after the task's checks: canonical columns, label maps, the eval split."""
@@ -63,6 +118,9 @@ class Task:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.prepared: Prepared | None = None
+        #: Tokens per example the run trained with: ``predict`` truncates there too. Set when
+        #: the data is tokenized, or from the run folder when a finished run is opened.
+        self.max_length: int | None = None
         #: Non-scalar results of the latest evaluation (confusion matrix, per-class scores).
         self.last_details: dict[str, Any] = {}
 

@@ -338,6 +338,7 @@ class CausalLM(Task):
         *,
         max_new_tokens: int = 32,
         batch_size: int = 16,
+        max_length: int | None = None,
         **kw: Any,
     ) -> list[str]:
         """Greedy continuations; a prompt may be text or a list of chat messages."""
@@ -365,7 +366,7 @@ class CausalLM(Task):
                 [texts[i] for i in idx],
                 max_new_tokens=max_new_tokens,
                 batch_size=batch_size,
-                max_length=self.max_length,
+                max_length=max_length or self.max_length,
                 decoder_only=True,
                 add_special_tokens=not flag,
                 **kw,
@@ -388,7 +389,14 @@ class CausalLM(Task):
         if items and isinstance(items[0], dict):  # one conversation
             items = [items]
         new = max_new_tokens or getattr(self.cfg, "generation_max_new_tokens", 32)
-        outs = self.generate(model, tokenizer, items, max_new_tokens=new, batch_size=batch_size)
+        outs = self.generate(
+            model,
+            tokenizer,
+            items,
+            max_new_tokens=new,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
         return [{"prompt": _show(p), "generated": o} for p, o in zip(items, outs)]
 
 

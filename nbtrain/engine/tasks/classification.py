@@ -9,7 +9,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nbtrain.engine.data import RawData, resolve_column
-from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
+from nbtrain.engine.tasks.base import (
+    Prepared,
+    Task,
+    map_tokens,
+    predict_batches,
+    register,
+    unwrap_model,
+)
 from nbtrain.errors import DataError
 
 _SINGLE, _MULTI, _REGRESSION = "single_label", "multi_label", "regression"
@@ -418,37 +425,35 @@ class Classification(Task):
         batch_size: int = 32,
         max_length: int | None = None,
     ) -> list[dict[str, Any]]:
-        import torch
-
         texts, pairs = _as_texts(inputs)
-        if not texts:
-            return []
-        config = model.config
+        config = unwrap_model(model).config
         id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
         problem = getattr(config, "problem_type", None)
-        device = next(model.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
-        results: list[dict[str, Any] | None] = [None] * len(texts)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    idx = order[start : start + batch_size]
-                    enc = tokenizer(
-                        [texts[i] for i in idx],
-                        [pairs[i] for i in idx] if pairs else None,
-                        truncation=True,
-                        max_length=max_length or _max_len(tokenizer, config),
-                        padding=True,
-                        return_tensors="pt",
-                    ).to(device)
-                    logits = model(**enc).logits.float().cpu()
-                    for row, i in zip(logits, idx):
-                        results[i] = _decode(row, id2label, problem, texts[i])
-        finally:
-            model.train(was_training)
-        return [r for r in results if r is not None]
+        limit = max_length or self.max_length or _max_len(tokenizer, config)
+        items = list(zip(texts, pairs)) if pairs else [(t, None) for t in texts]
+
+        def encode(chunk: list[tuple[str, str | None]]) -> Any:
+            return tokenizer(
+                [t for t, _ in chunk],
+                [p for _, p in chunk] if pairs else None,
+                truncation=True,
+                max_length=limit,
+                padding=True,
+                return_tensors="pt",
+            )
+
+        def decode(chunk: list[tuple[str, str | None]], enc: Any, out: Any) -> list[dict]:
+            logits = out.logits.float().cpu()
+            return [_decode(row, id2label, problem, t) for row, (t, _) in zip(logits, chunk)]
+
+        return predict_batches(
+            model,
+            items,
+            encode=encode,
+            decode=decode,
+            batch_size=batch_size,
+            sort_key=lambda item: len(item[0]),  # less padding
+        )
 
 
 class DropLength:

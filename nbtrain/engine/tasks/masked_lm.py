@@ -18,7 +18,7 @@ from nbtrain.engine.tasks._shared import (
     pick_column,
     with_eval,
 )
-from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
+from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, predict_batches, register
 from nbtrain.engine.tasks.classification import DropLength
 from nbtrain.errors import DataError
 
@@ -124,42 +124,31 @@ class MaskedLM(Task):
         top_k: int = 5,
     ) -> list[dict[str, Any]]:
         """For each text, the top-k tokens at every mask position (``[MASK]`` in the text)."""
-        import torch
-
-        from nbtrain.engine.tasks._shared import unwrap_model
-
         texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
-        model = unwrap_model(model)
-        device = next(model.parameters()).device
         mask = tokenizer.mask_token
         if any(mask not in t for t in texts):
             raise DataError(f"Each text needs at least one {mask} token to fill in.")
-        results: list[dict[str, Any]] = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(texts), batch_size):
-                    chunk = texts[start : start + batch_size]
-                    enc = tokenizer(
-                        chunk,
-                        return_tensors="pt",
-                        padding=True,
-                        truncation=True,
-                        max_length=max_length or 512,
-                    ).to(device)
-                    probs = model(**enc).logits.float().softmax(-1).cpu()
-                    for row, text, ids in zip(probs, chunk, enc["input_ids"].cpu()):
-                        masks = []
-                        for pos in (ids == tokenizer.mask_token_id).nonzero().flatten().tolist():
-                            p, idx = row[pos].topk(top_k)
-                            masks.append(
-                                [
-                                    {"token": tokenizer.decode([int(i)]).strip(), "score": float(s)}
-                                    for s, i in zip(p, idx)
-                                ]
-                            )
-                        results.append({"text": text, "masks": masks})
-        finally:
-            model.train(was_training)
-        return results
+        limit = max_length or self.max_length or 512
+
+        def encode(chunk: list[str]) -> Any:
+            return tokenizer(
+                chunk, return_tensors="pt", padding=True, truncation=True, max_length=limit
+            )
+
+        def decode(chunk: list[str], enc: Any, out: Any) -> list[dict[str, Any]]:
+            probs = out.logits.float().softmax(-1).cpu()
+            results = []
+            for row, text, ids in zip(probs, chunk, enc["input_ids"].cpu()):
+                masks = []
+                for pos in (ids == tokenizer.mask_token_id).nonzero().flatten().tolist():
+                    p, idx = row[pos].topk(top_k)
+                    masks.append(
+                        [
+                            {"token": tokenizer.decode([int(i)]).strip(), "score": float(s)}
+                            for s, i in zip(p, idx)
+                        ]
+                    )
+                results.append({"text": text, "masks": masks})
+            return results
+
+        return predict_batches(model, texts, encode=encode, decode=decode, batch_size=batch_size)

@@ -134,6 +134,7 @@ class Seq2Seq(Task):
         *,
         max_new_tokens: int = 32,
         batch_size: int = 16,
+        max_length: int | None = None,
         **kw: Any,
     ) -> list[str]:
         texts = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
@@ -143,7 +144,7 @@ class Seq2Seq(Task):
             texts,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
-            max_length=self.max_length or 512,
+            max_length=max_length or self.max_length or 512,
             decoder_only=False,
             **kw,
         )
@@ -160,5 +161,12 @@ class Seq2Seq(Task):
     ) -> list[dict[str, Any]]:
         texts = [inputs] if isinstance(inputs, str) else [str(p) for p in inputs]
         new = max_new_tokens or getattr(self.cfg, "generation_max_new_tokens", 32)
-        outs = self.generate(model, tokenizer, texts, max_new_tokens=new, batch_size=batch_size)
+        outs = self.generate(
+            model,
+            tokenizer,
+            texts,
+            max_new_tokens=new,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
         return [{"source": s, "generated": o} for s, o in zip(texts, outs)]

@@ -17,10 +17,16 @@ from nbtrain.engine.tasks._shared import (
     check_model_can,
     missing_columns,
     pick_column,
-    unwrap_model,
     with_eval,
 )
-from nbtrain.engine.tasks.base import Prepared, Task, map_tokens, register
+from nbtrain.engine.tasks.base import (
+    Prepared,
+    Task,
+    map_tokens,
+    predict_batches,
+    register,
+    unwrap_model,
+)
 from nbtrain.engine.tasks.classification import DropLength
 from nbtrain.engine.tasks.text_metrics import entities, entity_scores
 from nbtrain.errors import DataError
@@ -206,50 +212,43 @@ class TokenClassification(Task):
         max_length: int | None = None,
     ) -> list[dict[str, Any]]:
         """Per-word tags and entity spans for texts (split on whitespace) or lists of words."""
-        import torch
-
         items = [inputs] if isinstance(inputs, str) else list(inputs)
         # a text is split on whitespace; a list of words is taken as it is
         words_list = [t.split() if isinstance(t, str) else [str(w) for w in t] for t in items]
-        model = unwrap_model(model)
-        id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
-        device = next(model.parameters()).device
-        results = []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(words_list), batch_size):
-                    chunk = words_list[start : start + batch_size]
-                    enc = tokenizer(
-                        chunk,
-                        is_split_into_words=True,
-                        truncation=True,
-                        max_length=max_length or 512,
-                        padding=True,
-                        return_tensors="pt",
-                    )
-                    word_ids = [enc.word_ids(i) for i in range(len(chunk))]
-                    logits = model(**enc.to(device)).logits.float().cpu()
-                    probs = logits.softmax(-1)
-                    for j, words in enumerate(chunk):
-                        tags: list[str] = ["O"] * len(words)
-                        scores: list[float] = [0.0] * len(words)
-                        seen = set()
-                        for pos, w in enumerate(word_ids[j]):
-                            if w is None or w in seen:
-                                continue
-                            seen.add(w)
-                            best = int(probs[j, pos].argmax())
-                            tags[w] = id2label.get(best, str(best))
-                            scores[w] = float(probs[j, pos, best])
-                        ents = [
-                            {"type": k, "text": " ".join(words[s:e]), "start": s, "end": e}
-                            for k, s, e in entities(tags)
-                        ]
-                        results.append(
-                            {"tokens": words, "tags": tags, "scores": scores, "entities": ents}
-                        )
-        finally:
-            model.train(was_training)
-        return results
+        id2label = {int(k): v for k, v in (unwrap_model(model).config.id2label or {}).items()}
+        limit = max_length or self.max_length or 512
+
+        def encode(chunk: list[list[str]]) -> Any:
+            return tokenizer(
+                chunk,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=limit,
+                padding=True,
+                return_tensors="pt",
+            )
+
+        def decode(chunk: list[list[str]], enc: Any, out: Any) -> list[dict[str, Any]]:
+            probs = out.logits.float().cpu().softmax(-1)
+            results = []
+            for j, words in enumerate(chunk):
+                tags: list[str] = ["O"] * len(words)
+                scores: list[float] = [0.0] * len(words)
+                seen = set()
+                for pos, w in enumerate(enc.word_ids(j)):
+                    if w is None or w in seen:
+                        continue
+                    seen.add(w)
+                    best = int(probs[j, pos].argmax())
+                    tags[w] = id2label.get(best, str(best))
+                    scores[w] = float(probs[j, pos, best])
+                ents = [
+                    {"type": k, "text": " ".join(words[s:e]), "start": s, "end": e}
+                    for k, s, e in entities(tags)
+                ]
+                results.append({"tokens": words, "tags": tags, "scores": scores, "entities": ents})
+            return results
+
+        return predict_batches(
+            model, words_list, encode=encode, decode=decode, batch_size=batch_size
+        )
