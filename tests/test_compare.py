@@ -188,8 +188,9 @@ def test_a_queued_background_run_of_this_kernel(runs: Path, monkeypatch) -> None
 def test_png_has_the_overlaid_curves(runs: Path) -> None:
     import io
 
-    import nbtrain
     from PIL import Image
+
+    import nbtrain
 
     img = nbtrain.compare(["slow-lr", "fast-lr", "live"], runs_dir=runs).plot()
     assert img.data[:8] == b"\x89PNG\r\n\x1a\n"
