@@ -120,20 +120,23 @@ class Comparison:
         main = self.metric[0] if self.metric else None
         return sorted(names, key=lambda n: (n != "loss", n != main))
 
-    def best_run(self, metric: str) -> int | None:
-        """Index of the run whose kept evaluation is best on ``metric``, or None."""
+    def best_runs(self, metric: str) -> list[int]:
+        """Indices of the runs whose kept evaluation is best on ``metric`` (several on a tie;
+        none when every run has the same value, or no run has the metric)."""
         greater = self.metric[1] if self.metric and self.metric[0] == metric else None
         if greater is None:
             greater = higher_is_better(metric)
-        best, value = None, None
+        values = {}
         for i, run in enumerate(self.runs):
             row = run.best_eval
             v = row.metrics.get(metric) if row else None
-            if v is None or v != v:  # NaN never wins
-                continue
-            if value is None or (v > value if greater else v < value):
-                best, value = i, v
-        return best
+            if v is not None and v == v:  # NaN never wins
+                values[i] = v
+        if not values:
+            return []
+        best = max(values.values()) if greater else min(values.values())
+        winners = [i for i, v in values.items() if v == best]
+        return [] if len(winners) == len(self.runs) else winners
 
     def config_diff(self) -> list[tuple[str, list[Any]]]:
         """``(dotted key, value in each run)`` for every config key whose values differ."""

@@ -105,28 +105,35 @@ def test_table_marks_the_best_run_per_metric(runs: Path) -> None:
 
     cmp = nbtrain.compare(["slow-lr", "fast-lr"], runs_dir=runs)
     kept = [_kept_eval(runs / n) for n in ("slow-lr", "fast-lr")]
-    best_acc = max(range(2), key=lambda i: (kept[i]["accuracy"], -i))
-    best_loss = min(range(2), key=lambda i: (kept[i]["loss"], i))
-    assert cmp.best_run("accuracy") == best_acc
-    assert cmp.best_run("loss") == best_loss  # lower is better, from the name
-
     html = cmp._repr_html_()
     table = html[html.index(">Metrics<") : html.index("Config differences")]
     body = table[table.index("<tbody>") : table.index("</tbody>")]
     rows = re.findall(r"<tr>(.*?)</tr>", body, flags=re.S)
     assert len(rows) == len(cmp.runs)
-    for i, row in enumerate(rows):
-        assert cmp.runs[i].name in row
-        assert ("★ " in row) == (i == best_acc)
-        cells = re.findall(r"<td style='([^']*)'>(.*?)</td>", row, flags=re.S)
-        marked = [text for style, text in cells if "rgba(17,119,51" in style]
-        if i == best_acc:
-            assert any(f"{kept[i]['accuracy']:.4f}" in t for t in marked)
-        if i == best_loss:
-            assert any(f"{kept[i]['loss']:.4f}" in t for t in marked)
-    text = repr(cmp)
-    line = next(ln for ln in text.splitlines() if ln.startswith(cmp.runs[best_acc].name))
-    assert f"★ {kept[best_acc]['accuracy']:.4f}" in line
+    marked = [
+        [
+            text
+            for style, text in re.findall(r"<td style='([^']*)'>(.*?)</td>", row, flags=re.S)
+            if "rgba(17,119,51" in style
+        ]
+        for row in rows
+    ]
+    single = 0
+    for metric, pick in (("loss", min), ("accuracy", max), ("f1", max)):  # loss: lower is better
+        values = [k[metric] for k in kept]
+        winners = [i for i, v in enumerate(values) if v == pick(values)]
+        expect = [] if len(winners) == len(values) else winners  # all equal: nobody is best
+        assert cmp.best_runs(metric) == expect, metric
+        single += len(expect) == 1
+        for i in range(2):
+            shown = any(f"{values[i]:.4f}" in t for t in marked[i])
+            assert shown == (i in expect), metric
+        if metric == "accuracy":  # the main metric gets the star
+            for i in range(2):
+                assert ("★ " in rows[i]) == (i in expect)
+                line = next(ln for ln in repr(cmp).splitlines() if ln.startswith(cmp.runs[i].name))
+                assert (f"★ {values[i]:.4f}" in line) == (i in expect)
+    assert single, "the two runs should differ on at least one metric"
 
 
 def test_config_diff_shows_only_the_keys_that_differ(runs: Path) -> None:
@@ -234,11 +241,17 @@ def test_nan_never_wins_and_configured_direction_is_used(tmp_path: Path) -> None
     write("a", 0.3)
     write("b", float("nan"))
     write("c", 0.2)
-    cmp = nbtrain.compare(["a", "b", "c"], runs_dir=tmp_path)
+    write("d", 0.2)
+    cmp = nbtrain.compare(["b", "a", "c"], runs_dir=tmp_path)  # the NaN run first
     assert cmp.metric == ("score", False)
-    assert cmp.best_run("score") == 2
-    assert math.isnan(cmp.runs[1].best_eval.metrics["score"])
+    assert cmp.best_runs("score") == [2]
+    assert math.isnan(cmp.runs[0].best_eval.metrics["score"])
     assert "score (↓)" in repr(cmp)
+    # a tie for the best marks both; the same value everywhere marks none
+    assert nbtrain.compare(["a", "c", "d"], runs_dir=tmp_path).best_runs("score") == [1, 2]
+    same = nbtrain.compare(["c", "d"], runs_dir=tmp_path)
+    assert same.best_runs("score") == [] and same.best_runs("loss") == []
+    assert "★" not in same.html().split(">Metrics<")[1].split("</tbody>")[0]
 
 
 def test_magic_compares_and_rejects_bad_input(runs: Path) -> None:

@@ -113,7 +113,7 @@ def _table_rows(cmp: Any) -> tuple[list[str], list[list[str]], list[set[int]]]:
     header = ["run", "status", "steps", "best eval at"]
     header += [f"{n} ({'↑' if _greater(cmp, n) else '↓'})" for n in names]
     header += ["train loss", "time"]
-    best_by_metric = {n: cmp.best_run(n) for n in names}
+    best_by_metric = {n: cmp.best_runs(n) for n in names}
     rows, marks = [], []
     for i, run in enumerate(cmp.runs):
         s, row = run.state, run.best_eval
@@ -123,7 +123,7 @@ def _table_rows(cmp: Any) -> tuple[list[str], list[list[str]], list[set[int]]]:
         for j, n in enumerate(names):
             v = row.metrics.get(n) if row else None
             cells.append(fmt_num(v) if v is not None else "–")
-            if best_by_metric[n] == i and len(cmp.runs) > 1:
+            if i in best_by_metric[n]:
                 best_cells.add(4 + j)
                 cells[-1] = ("★ " if n == main else "") + cells[-1]
         loss = run.last_train_loss
