@@ -174,3 +174,23 @@ class _Handle:
 
     def update(self, v) -> None:
         self.frames.append(v)
+
+
+def test_sentence_pairs_and_a_clean_sheet() -> None:
+    from nbtrain.display.html import model_outputs
+    from nbtrain.display.state import RunState
+
+    state = RunState()
+    state.update(RunStarted(run="nli", total_steps=8))
+    row = {
+        "text": "A man sleeps.",
+        "text_pair": "Nobody sleeps.",
+        "label": "no",
+        "predicted": "no",
+        "confidence": 0.91,
+        "correct": True,
+    }
+    state.update(Evaluated(step=8, epoch=1.0, metrics={}, details={"predictions": [row]}))
+    html = model_outputs(state, final=True)
+    assert "A man sleeps.\n— Nobody sleeps." in html
+    assert "Example predictions at step 8, no mistakes among them" in html and "✓" in html

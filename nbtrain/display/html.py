@@ -227,13 +227,9 @@ def model_outputs(state: RunState, *, final: bool = False) -> str:
     at = f" at step {step:,}" if step is not None else ""
     preds = details.get("predictions")
     if preds:
+        # a sentence pair reads as two lines in one cell
         rows = [
-            dict(
-                r,
-                text=f"{r.get('text', '')}\n— {r['text_pair']}"
-                if r.get("text_pair")
-                else r.get("text"),
-            )
+            dict(r, text=f"{r.get('text', '')}\n— {r['text_pair']}") if r.get("text_pair") else r
             for r in preds
         ]
         wrong = sum(1 for r in preds if not r.get("correct"))
