@@ -16,6 +16,8 @@ _LAZY = {
     "load_run": "nbtrain.api",
     "RunResult": "nbtrain.api",
     "attach": "nbtrain.api",
+    "compare": "nbtrain.comparison",
+    "Comparison": "nbtrain.comparison",
     "RunHandle": "nbtrain.background",
     "Config": "nbtrain.config",
     "load_config": "nbtrain.config",
@@ -26,6 +28,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "Comparison",
     "Config",
     "ConfigError",
     "DataError",
@@ -36,6 +39,7 @@ __all__ = [
     "__version__",
     "attach",
     "browse",
+    "compare",
     "config_help",
     "finetune",
     "form",

@@ -83,6 +83,7 @@ _SUBCOMMANDS = {
     "version": "nbtrain, transformers, torch and device",
     "attach": "NAME: the run's live view in this cell (curves so far, then live)",
     "stop": "NAME: stop a background run after this step, with a checkpoint",
+    "compare": "A B [C ...] [--x step|epoch|samples]: curves overlaid, metrics, config diff",
     "checkpoints": "[NAME]: browse checkpoints",
 }
 
@@ -223,7 +224,8 @@ class NbtrainMagics(Magics):
     @no_var_expand
     @line_magic
     def nbtrain(self, line: str) -> Any:
-        """``%nbtrain runs|show NAME|config NAME|version|attach NAME|checkpoints [NAME]``
+        """``%nbtrain runs|show NAME|config NAME|version|attach NAME|stop NAME|compare A B ...|
+        checkpoints [NAME]``
         (``--runs-dir DIR`` to look elsewhere than the last run's folder)."""
         try:
             words = shlex.split(line)
@@ -246,6 +248,8 @@ class NbtrainMagics(Magics):
             raise UsageError(
                 f"%nbtrain: unknown command {cmd!r}.{did_you_mean(cmd, _SUBCOMMANDS)} {usage}"
             )
+        if cmd == "compare":
+            return self._compare(rest, self._runs_dir(runs_dir))
         needs_name = cmd in ("show", "config", "attach", "stop")
         if (
             (needs_name and len(rest) != 1)
@@ -274,6 +278,35 @@ class NbtrainMagics(Magics):
             if fn is None:
                 return View("%nbtrain checkpoints is not available in this version of nbtrain.")
             return fn(rest[0] if rest else None, runs_dir=folder)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+
+    def _compare(self, words: list[str], folder: str) -> Any:
+        """``%nbtrain compare A B [C ...] [--x step|epoch|samples]``."""
+        x = "step"
+        names = []
+        i = 0
+        while i < len(words):
+            w = words[i]
+            if w == "--x" or w.startswith("--x="):
+                value = w.split("=", 1)[1] if "=" in w else None
+                if value is None:
+                    if i + 1 >= len(words):
+                        raise UsageError("%nbtrain compare: --x needs step, epoch or samples.")
+                    value, i = words[i + 1], i + 1
+                x = value
+            elif w.startswith("-"):
+                raise UsageError(
+                    f"%nbtrain compare: unknown option {w!r}.{did_you_mean(w, ['--x'])} "
+                    f"Usage: %nbtrain compare {_SUBCOMMANDS['compare']}"
+                )
+            else:
+                names.append(w)
+            i += 1
+        from nbtrain.comparison import compare
+
+        try:
+            return compare(names, runs_dir=folder, x=x)
         except ConfigError as e:
             raise UsageError(str(e)) from None
 

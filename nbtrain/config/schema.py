@@ -561,7 +561,8 @@ class Config:
     eval_samples: int = opt(
         3,
         "causal-lm / seq2seq: generated samples from eval prompts recorded at each evaluation "
-        "(0 for none).",
+        "(0 for none; 0 also keeps text-classification's example predictions, with their "
+        "text, out of the events).",
         group="Evaluation & saving",
         kind="int",
         minimum=0,

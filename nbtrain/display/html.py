@@ -149,6 +149,102 @@ def eval_table(state: RunState) -> str:
     )
 
 
+def samples_table(
+    rows: list[dict[str, Any]],
+    columns: list[tuple[str, str]],
+    *,
+    title: str = "",
+    mark: str | None = None,
+    limit: int = 8,
+) -> str:
+    """Rows of examples (predictions, generations, completions) as a table.
+
+    Args:
+        rows: one dict per example.
+        columns: ``(key, header)`` pairs, in order; a missing key is an empty cell.
+        title: a line above the table.
+        mark: a boolean key; rows where it is False are tinted and get ✗ (True: ✓).
+        limit: at most this many rows are shown.
+    """
+    if not rows:
+        return ""
+    head = "".join(f"<th style='{HEAD}text-align:left'>{escape(h)}</th>" for _, h in columns)
+    if mark:
+        head = f"<th style='{HEAD}'></th>" + head
+    body = []
+    for row in rows[:limit]:
+        cells = "".join(
+            f"<td style='{_SAMPLE_CELL}'>{_sample_value(row.get(k))}</td>" for k, _ in columns
+        )
+        style = ""
+        if mark:
+            ok = bool(row.get(mark))
+            style = "" if ok else "background:rgba(192,0,0,.08);"
+            sign = (
+                "<span style='color:#117733'>✓</span>"
+                if ok
+                else "<span style='color:#C00000'>✗</span>"
+            )
+            cells = f"<td style='{CELL}text-align:center'>{sign}</td>" + cells
+        body.append(f"<tr style='{style}'>{cells}</tr>")
+    caption = (
+        f"<div style='font-weight:600;margin:6px 0 2px'>{escape(title)}</div>" if title else ""
+    )
+    return (
+        f"{caption}<table style='border-collapse:collapse;font-size:90%;margin:2px 0'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+_SAMPLE_CELL = (
+    f"padding:2px 8px;border-bottom:{BORDER};text-align:left;vertical-align:top;"
+    "max-width:32em;white-space:pre-wrap;overflow-wrap:anywhere;"
+)
+_PREDICTION_COLUMNS = [
+    ("text", "text"),
+    ("label", "true"),
+    ("predicted", "predicted"),
+    ("confidence", "confidence"),
+]
+_GENERATION_COLUMNS = [("prompt", "prompt"), ("output", "generated"), ("reference", "reference")]
+
+
+def _sample_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return fmt_num(v)
+    return escape(str(v))
+
+
+def model_outputs(state: RunState, *, final: bool = False) -> str:
+    """What the model does on evaluation rows: example predictions (classification, the most
+    confident mistakes first) or generated samples (causal-lm, seq2seq), from the eval events.
+
+    ``final``: the final model's evaluation (the card), else the latest one (the live view).
+    """
+    details = state.final_details if final else state.details
+    step = next((s for s, d in state.details_by_step.items() if d is details), None)
+    at = f" at step {step:,}" if step is not None else ""
+    preds = details.get("predictions")
+    if preds:
+        # a sentence pair reads as two lines in one cell
+        rows = [
+            dict(r, text=f"{r.get('text', '')}\n— {r['text_pair']}") if r.get("text_pair") else r
+            for r in preds
+        ]
+        wrong = sum(1 for r in preds if not r.get("correct"))
+        title = f"Example predictions{at}" + (
+            ", most confident mistakes first" if wrong else ", no mistakes among them"
+        )
+        return samples_table(rows, _PREDICTION_COLUMNS, title=title, mark="correct")
+    samples = details.get("samples")
+    if samples:
+        columns = [c for c in _GENERATION_COLUMNS if any(s.get(c[0]) for s in samples)]
+        return samples_table(samples, columns, title=f"Generated samples{at}")
+    return ""
+
+
 def notices(state: RunState) -> str:
     if not state.notices:
         return ""
@@ -253,6 +349,7 @@ def live_html(state: RunState, curves: str = "", note: str = "", *, output: str 
         + problem(state)
         + eval_table(state)
         + curves
+        + model_outputs(state)
         + notices(state)
         + run_output(output)
     )

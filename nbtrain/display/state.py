@@ -27,6 +27,13 @@ _BEST_DEFAULTS = (("accuracy", True), ("f1", True), ("mse", False), ("loss", Fal
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "error")
 
 
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better, from its name (loss, mse, perplexity,
+    error ... are lower-is-better), as the engine decides when no direction is configured."""
+    name = metric[5:] if metric.startswith("eval_") else metric
+    return not any(w in name for w in _LOWER_IS_BETTER)
+
+
 def model_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """``metrics`` without the evaluation loop's timings (runtime, samples per second)."""
     return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
@@ -232,7 +239,7 @@ class RunState:
             name = name[5:] if name.startswith("eval_") else name
             greater = cfg.get("greater_is_better")
             if greater is None:
-                greater = not any(w in name for w in _LOWER_IS_BETTER)
+                greater = higher_is_better(name)
             return name, bool(greater)
         names = self.metric_names
         for metric, greater in _BEST_DEFAULTS:

@@ -47,6 +47,7 @@ class Chart:
     log_y: bool = False
     best: tuple[float, float, str] | None = None  # x, y, label
     empty: str = "waiting for the first logged step"
+    legend: bool = True  # off when the legend is drawn once for several charts (compare)
     width: int = 300
     height: int = 210
 
@@ -178,7 +179,7 @@ def render(chart: Chart) -> str:
             out.extend(
                 f"<circle cx='{x:.1f}' cy='{y:.1f}' r='2.8' fill='{s.color}'/>" for x, y in spts
             )
-        if s.opacity >= 0.5:
+        if s.opacity >= 0.5 and chart.legend:
             legend.append((s.name, s.color, s.dashed))
     if chart.best is not None:
         bx, by, label = chart.best

@@ -97,12 +97,13 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
             else None
         )
         if eval_tok is not None and "length" in eval_tok.column_names:
-            # Sorted by length, evaluation batches carry almost no padding. (Not Dataset.sort:
-            # it passes pyarrow an argument newer pyarrow warns about in the user's cell.)
+            # Sorted by length, evaluation batches carry almost no padding. The task keeps the
+            # order so it can show the raw text of an evaluated row (example predictions).
             import numpy as np
 
             order = np.argsort(-np.asarray(eval_tok["length"]), kind="stable")
             eval_tok = eval_tok.select(order.tolist())
+            task.eval_order = order.tolist()
         bus.emit(
             Stage(
                 name="tokenize",

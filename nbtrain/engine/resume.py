@@ -46,11 +46,18 @@ class EpochSeededSampler(Sampler):
 
 
 def install_seeded_sampler(trainer: Any, seed: int) -> None:
-    """Wrap the Trainer's length-grouped train sampler (per instance: a user's Trainer subclass
-    keeps its own ``_get_train_sampler``)."""
+    """Wrap the Trainer's length-grouped samplers (per instance: a user's Trainer subclass
+    keeps its own ``_get_train_sampler``).
+
+    Training batches get :class:`EpochSeededSampler`. Evaluation runs in the eval set's own
+    order: the engine sorted it by length (less padding than length-grouped batches), and the
+    task can then tell which row each prediction belongs to (the example predictions).
+    """
+    from torch.utils.data import SequentialSampler
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     original = trainer._get_train_sampler
+    original_eval = trainer._get_eval_sampler
 
     def get_train_sampler(train_dataset: Any = None) -> Any:
         sampler = original(train_dataset)
@@ -58,7 +65,14 @@ def install_seeded_sampler(trainer: Any, seed: int) -> None:
             return EpochSeededSampler(sampler, seed)
         return sampler
 
+    def get_eval_sampler(eval_dataset: Any) -> Any:
+        sampler = original_eval(eval_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            return SequentialSampler(eval_dataset)
+        return sampler
+
     trainer._get_train_sampler = get_train_sampler
+    trainer._get_eval_sampler = get_eval_sampler
 
 
 class RngSnapshot:

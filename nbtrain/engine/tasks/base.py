@@ -123,6 +123,9 @@ class Task:
         self.max_length: int | None = None
         #: Non-scalar results of the latest evaluation (confusion matrix, per-class scores).
         self.last_details: dict[str, Any] = {}
+        #: Row ``eval_order[i]`` of ``prepared.eval`` is the ``i``-th row evaluated (the engine
+        #: sorts the tokenized eval set by length); None when evaluated in order.
+        self.eval_order: list[int] | None = None
 
     @property
     def metric_for_best(self) -> tuple[str, bool]:

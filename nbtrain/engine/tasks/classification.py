@@ -20,6 +20,9 @@ from nbtrain.engine.tasks.base import (
 from nbtrain.errors import DataError
 
 _SINGLE, _MULTI, _REGRESSION = "single_label", "multi_label", "regression"
+#: Evaluated rows kept in each eval event (``details["predictions"]``) for the view and card.
+PREDICTION_ROWS = 8
+_TEXT_CHARS = 300
 _HF_PROBLEM = {
     _SINGLE: "single_label_classification",
     _MULTI: "multi_label_classification",
@@ -351,6 +354,9 @@ class Classification(Task):
             logits, labels = _unpack(eval_pred)
             preds = np.asarray(logits).argmax(-1)
             scores, details = classification_scores(np.asarray(labels), preds, names)
+            rows = self._example_predictions(np.asarray(logits), np.asarray(labels))
+            if rows:
+                details["predictions"] = rows
             self.last_details = details
             return scores
 
@@ -386,6 +392,50 @@ class Classification(Task):
             }
 
         return {_SINGLE: single, _MULTI: multi, _REGRESSION: regression}[problem or _SINGLE]
+
+    def _example_predictions(self, logits: Any, labels: Any) -> list[dict[str, Any]]:
+        """A few evaluated rows with their text: the most confident mistakes first, then the
+        least confident correct rows. Empty when the rows cannot be matched to their text (a
+        user's Trainer evaluating in another order) or ``eval_samples: 0``."""
+        ds = self.prepared.eval if self.prepared is not None else None
+        n = min(PREDICTION_ROWS, len(labels))
+        if ds is None or not n or not self.cfg.eval_samples or logits.ndim != 2:
+            return []
+        order = self.eval_order or list(range(len(ds)))
+        if len(order) != len(labels) or len(ds) != len(labels):
+            return []
+        # The labels the Trainer returned must be the dataset's, in this order: otherwise the
+        # texts would be another row's.
+        if not np.array_equal(np.asarray(ds["label"])[order], labels.astype(int)):
+            return []
+        z = logits.astype(np.float64)
+        probs = np.exp(z - z.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        preds = probs.argmax(-1)
+        conf = probs[np.arange(len(preds)), preds]
+        wrong = np.flatnonzero(preds != labels)
+        right = np.flatnonzero(preds == labels)
+        picked = list(wrong[np.argsort(-conf[wrong], kind="stable")][:n])
+        picked += list(right[np.argsort(conf[right], kind="stable")][: n - len(picked)])
+        names = list(self.prepared.labels or [])
+
+        def name(i: int) -> str:
+            return names[i] if i < len(names) else str(i)
+
+        rows = []
+        for pos in picked:
+            raw = ds[int(order[pos])]
+            row = {
+                "text": _clip(raw["text"]),
+                "label": name(int(labels[pos])),
+                "predicted": name(int(preds[pos])),
+                "confidence": round(float(conf[pos]), 4),
+                "correct": bool(preds[pos] == labels[pos]),
+            }
+            if "text_pair" in raw:
+                row["text_pair"] = _clip(raw["text_pair"])
+            rows.append(row)
+        return rows
 
     @property
     def metric_for_best(self) -> tuple[str, bool]:
@@ -585,6 +635,11 @@ def _hashable(v: Any) -> Any:
     if isinstance(v, bool):
         return int(v)
     return v
+
+
+def _clip(text: Any, limit: int = _TEXT_CHARS) -> str:
+    s = str(text)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def _rows(idx: list[int]) -> str:
