@@ -125,8 +125,9 @@ def attach(name: str, runs_dir: str | Path = "runs", *, display: Any = None) -> 
     ended = any(ev.type == "end" for ev in events)
     if not ended:
         view.note = (
-            "This run is not training in this kernel: showing its last recorded state. "
-            "Run its cell (or finetune with the same name) again to resume it."
+            "This run is not training in this kernel: showing its last recorded state. To resume "
+            f"it, run its config again with the name {folder.name!r} (%%finetune {folder.name}, "
+            f"or finetune(config, name={folder.name!r}))."
         )
     # Replaying through the renderer shows exactly what the live view showed; with the clock
     # frozen, throttling keeps it to a few redraws.

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from nbtrain.display.state import rerun_advice
 from nbtrain.events import Event
 from nbtrain.format import fmt_time
 
@@ -25,6 +26,9 @@ class TextRenderer:
         self._total = 0
         self._loss: float | None = None
         self._open_line = False
+        self._run = ""
+        self._named = False
+        self._started = False
 
     def __call__(self, ev: Event) -> None:
         t = ev.type
@@ -39,6 +43,8 @@ class TextRenderer:
         elif t == "notice":
             self._line(f"note: {ev.message}")
         elif t == "start":
+            self._run, self._started = ev.run, True
+            self._named = bool((ev.config or {}).get("name"))
             self._total = ev.total_steps
             self._start = time.time()
             self._start_step = ev.step
@@ -107,13 +113,26 @@ class TextRenderer:
             if ev.final_dir:
                 self._line(f"Model saved to {ev.final_dir}")
         elif ev.status in ("interrupted", "stopped"):
-            where = ev.resume_checkpoint or "no checkpoint"
-            self._line(
-                f"Run {ev.status} at step {ev.step}; progress saved in {where}. Run the "
-                "same command again to resume."
+            if ev.resume_checkpoint:
+                self._line(
+                    f"Run {ev.status} at step {ev.step}; progress saved in "
+                    f"{ev.resume_checkpoint}. {rerun_advice(self._run, self._named)}"
+                )
+            else:
+                self._line(
+                    f"Run {ev.status} at step {ev.step} before its first checkpoint; running "
+                    "it again starts from the beginning."
+                )
+        elif self._started:
+            # The error line above said what failed; before training started it is all there
+            # is to say (nothing was trained, nothing to resume).
+            saved = (
+                f"; progress saved in {ev.resume_checkpoint}. "
+                + rerun_advice(self._run, self._named, failed=True)
+                if ev.resume_checkpoint
+                else "."
             )
-        else:
-            self._line(f"Run failed at step {ev.step}.")
+            self._line(f"Run failed at step {ev.step}{saved}")
 
     def close(self) -> None:
         if self._open_line:

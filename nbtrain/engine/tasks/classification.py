@@ -51,6 +51,8 @@ class Classification(Task):
         eval_ds = self._canonical(raw.eval, "eval") if raw.eval is not None else None
 
         problem = data.problem_type if data.problem_type != "auto" else self._infer_problem(train)
+        # Integer labels in the data come back from predict as integers (see model_kwargs).
+        self.int_labels = False
         notices: list[str] = []
         labels: list[str] | None = None
         if problem == _SINGLE:
@@ -166,8 +168,10 @@ class Classification(Task):
                 elif ints == list(range(len(ints))):
                     names = [str(i) for i in ints]
                     ids = {i: i for i in ints}
+                    self.int_labels = not any(isinstance(v, bool) for v in uniques)
                 else:
                     names = [str(i) for i in ints]
+                    self.int_labels = not any(isinstance(v, bool) for v in uniques)
                     ids = {v: j for j, v in enumerate(ints)}
                     notices.append(
                         f"Integer labels {ints[0]}..{ints[-1]} were mapped to class ids "
@@ -293,10 +297,16 @@ class Classification(Task):
         if p.problem_type == _REGRESSION:
             return {"num_labels": 1, "problem_type": "regression"}
         labels = p.labels or []
+        # The model config keeps the user's label type: with integer labels in the data,
+        # id2label maps to ints (config.json stores them as JSON numbers), so predict returns
+        # 0/1 rather than "0"/"1". The names used for display stay text.
+        values: list[Any] = (
+            [int(n) for n in labels] if getattr(self, "int_labels", False) else list(labels)
+        )
         return {
             "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
+            "id2label": dict(enumerate(values)),
+            "label2id": {v: i for i, v in enumerate(values)},
             "problem_type": _HF_PROBLEM[p.problem_type or _SINGLE],
         }
 
