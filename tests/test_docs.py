@@ -243,6 +243,18 @@ def _notebook(page: Path) -> tuple[object, list[Block | None]]:
     return nb, owners
 
 
+def _seconds(cell: object) -> float:
+    from datetime import datetime
+
+    times = cell.get("metadata", {}).get("execution", {})
+    try:
+        start = datetime.fromisoformat(times["iopub.execute_input"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(times["shell.execute_reply"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return float("nan")
+    return (end - start).total_seconds()
+
+
 def _errors(cell: object) -> list[dict]:
     return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
 
@@ -276,6 +288,11 @@ def test_page_runs_in_a_kernel(page: Path, tmp_path: Path):
             nb, km=km, timeout=900, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
         )
         client.execute(env=env, cwd=str(tmp_path))
+    import nbformat
+
+    nbformat.write(nb, str(tmp_path / f"executed-{page.stem}.ipynb"))  # to look at on failure
+    for cell, block in zip(nb.cells, owners):
+        print(f"{_seconds(cell):7.1f} s  {block.where if block else 'setup'}")
 
     for cell, block in zip(nb.cells, owners):
         errors = _errors(cell)
