@@ -22,10 +22,15 @@ An HTML comment on the line(s) just before a fence changes that block (docs/cont
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<body>.*?)\s*-->", re.S)
@@ -144,4 +149,40 @@ def all_blocks() -> list[Block]:
     return [b for p in pages() for b in blocks(p)]
 
 
-__all__ = ["Block", "all_blocks", "blocks", "pages"]
+def execute(nb: Any, cwd: Path, *, timeout: int = 900) -> Any:
+    """Run a notebook in a fresh kernel of this Python, in ``cwd``, errors kept in the outputs.
+
+    The kernelspec is made on the spot for ``sys.executable`` (whatever kernels Jupyter knows),
+    and the kernel gets this checkout first on its path.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    with tempfile.TemporaryDirectory(prefix="nbtrain-docs-kernel-") as kdir:
+        spec_dir = Path(kdir) / "nbtrain-docs"
+        spec_dir.mkdir()
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "nbtrain docs",
+            "language": "python",
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        km = KernelManager(
+            kernel_name="nbtrain-docs", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kdir])
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        client = NotebookClient(
+            nb,
+            km=km,
+            timeout=timeout,
+            allow_errors=True,
+            resources={"metadata": {"path": str(cwd)}},
+        )
+        client.execute(env=env, cwd=str(cwd))
+    return nb
+
+
+__all__ = ["Block", "all_blocks", "blocks", "execute", "pages"]

@@ -14,18 +14,15 @@ end in nbtrain's clear refusal offline on a CPU.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import SST2
-from tests.docs_examples import ROOT, Block, all_blocks, blocks, pages
+from tests.docs_examples import ROOT, Block, all_blocks, blocks, execute, pages
 
 BLOCKS = all_blocks()
 MAX_STEPS = "2"
@@ -259,35 +256,16 @@ def _errors(cell: object) -> list[dict]:
     return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
 
 
-PAGES = [p for p in pages() if any(b.kind != "shown" and b.action != "skip" for b in blocks(p))]
+RUN_KINDS = ("cell", "yaml-file", "shell")
+PAGES = [p for p in pages() if any(b.kind in RUN_KINDS and b.action != "skip" for b in blocks(p))]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_runs_in_a_kernel(page: Path, tmp_path: Path):
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-    from nbclient import NotebookClient
-
     _fixture_folder(tmp_path)
     nb, owners = _notebook(page)
-    with tempfile.TemporaryDirectory(prefix="nbtrain-docs-kernel-") as kdir:
-        spec_dir = Path(kdir) / "nbtrain-docs"
-        spec_dir.mkdir()
-        spec = {
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "nbtrain docs",
-            "language": "python",
-        }
-        (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        km = KernelManager(
-            kernel_name="nbtrain-docs", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kdir])
-        )
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        client = NotebookClient(
-            nb, km=km, timeout=900, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
-        )
-        client.execute(env=env, cwd=str(tmp_path))
+    execute(nb, tmp_path)
     import nbformat
 
     nbformat.write(nb, str(tmp_path / f"executed-{page.stem}.ipynb"))  # to look at on failure

@@ -3,6 +3,7 @@ has a test here that failed before its fix."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -207,12 +208,12 @@ def test_estimate_memory_from_a_config_alone(tiny_bert):
     assert est.device == SIMULATED["t4"].label and est.fits is True
     lora = nbtrain.estimate_memory(f"model: {tiny_bert}\nlora: {{r: 4}}", device="a100")
     assert 0 < lora.params_trainable < lora.params_total
-    with pytest.raises(nbtrain.ConfigError, match="not a known device.*t4"):
+    with pytest.raises(nbtrain.ConfigError, match=r"not a known device.*t4"):
         nbtrain.estimate_memory({"model": str(tiny_bert)}, device="t5x")
     with pytest.raises(nbtrain.ConfigError, match="Could not load the model"):
         nbtrain.estimate_memory({"model": "no-such-org/no-such-model"})
     cfg = nbtrain.load_config({"model": str(tiny_bert), "data": {"train": "x.csv"}})
-    with pytest.raises(nbtrain.ConfigError, match="nbtrain.estimate_memory"):
+    with pytest.raises(nbtrain.ConfigError, match=r"nbtrain\.estimate_memory"):
         engine_estimate(cfg)  # used to be a raw transformers ValueError
 
 
@@ -318,3 +319,34 @@ def test_cli_interrupt_of_an_unnamed_run_says_how_to_resume_and_that_works(
     follow.send_signal(signal.SIGINT)
     follow.communicate(timeout=120)
     assert "resumed from checkpoint-" in started, started
+
+
+@pytest.mark.slow
+def test_notebook_html_view_shows_a_data_error_once(bad_column_yaml, tmp_path):
+    """In a real kernel the default view is HTML: the error is in the view, the cell's own error
+    output is one line that points at it, and the cell still fails."""
+    import nbformat
+
+    from tests.docs_examples import execute
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext nbtrain"),
+        nbformat.v4.new_code_cell("%%finetune bad\n" + bad_column_yaml.read_text()),
+    ]
+    execute(nb, tmp_path, timeout=300)
+    outputs = nb.cells[1].outputs
+    texts = [
+        html.unescape(o.get("data", {}).get("text/html", ""))
+        + o.get("text", "")
+        + " ".join(o.get("traceback", []))
+        for o in outputs
+    ]
+    # The live view redraws one display handle: its final state holds the message once.
+    final_views = [o for o in outputs if o.output_type == "display_data"]
+    assert final_views and MISSING in html.unescape(final_views[-1]["data"]["text/html"])
+    (error,) = [o for o in outputs if o.output_type == "error"]
+    assert (
+        MISSING not in " ".join(error["traceback"]) and "see the message above" in error["evalue"]
+    )
+    assert sum(t.count(MISSING) for t in texts) == 1, texts
