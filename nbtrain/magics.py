@@ -227,7 +227,7 @@ class NbtrainMagics(Magics):
         Re-running the cell with the same name and config resumes an unfinished run or shows the
         finished one; a changed config is refused unless ``--restart`` is given.
         """
-        args = parse_argstring(self.finetune, strip_comment(line))
+        args = self.parse_line(line)
         out = args.out or (args.name if _identifier(args.name) else "run")
         if not _identifier(out):
             raise UsageError(f"--out {out!r} is not a Python variable name; try --out result.")
@@ -254,6 +254,11 @@ class NbtrainMagics(Magics):
         if message is not None:
             # Raised outside the except block so no traceback (and no tensor) is kept alive.
             raise RunStopped(message)
+
+    @classmethod
+    def parse_line(cls, line: str) -> Any:
+        """The ``%%finetune`` line's flags (a trailing ``# comment`` allowed); UsageError if bad."""
+        return parse_argstring(cls.finetune, strip_comment(line))
 
     def _train(self, cfg: Any, args: Any, out: str, reused: bool) -> str | None:
         from nbtrain.api import finetune, load_run

@@ -77,8 +77,6 @@ def test_cell_compiles_and_its_magic_lines_parse(block: Block):
 
 
 def _check_magic_line(block: Block, line: str) -> None:
-    from IPython.core.magic_arguments import parse_argstring
-
     from nbtrain.magics import NbtrainMagics, strip_comment
     from nbtrain.ui import magics as ui_magics
 
@@ -86,7 +84,7 @@ def _check_magic_line(block: Block, line: str) -> None:
     if not line.startswith("%"):
         return
     if name == "finetune":
-        parse_argstring(NbtrainMagics.finetune, strip_comment(rest))  # SystemExit-free errors
+        NbtrainMagics.parse_line(rest)  # what the magic itself parses; UsageError if bad
     elif name == "finetune_form":
         ui_magics._parse(rest, ("--from", "--runs-dir"), ui_magics.FORM_USAGE)
     elif name == "nbtrain":
