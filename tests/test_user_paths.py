@@ -220,6 +220,7 @@ def test_estimate_memory_from_a_config_alone(tiny_bert):
 # -- 7. predict keeps the user's label type ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_returns_integer_labels_for_integer_data(tmp_path, tiny_bert, sentiment_csv):
     import nbtrain
 
@@ -240,6 +241,12 @@ def test_predict_returns_integer_labels_for_integer_data(tmp_path, tiny_bert, se
     assert {p["label"] for p in preds} <= {1, 5} and set(preds[0]["probs"]) == {1, 5}
     again = nbtrain.load_run("ints", runs_dir=cfg["runs_dir"]).predict("superb great film")
     assert type(again[0]["label"]) is int
+
+    import pandas as pd
+
+    df = pd.DataFrame({"text": [t for t, _ in rows], "label": [lab == "pos" for _, lab in rows]})
+    flags = nbtrain.finetune({**cfg, "data": {"train": df}, "name": "bools"}, display="none")
+    assert {type(p["label"]) for p in flags.predict(["superb great film", "dull"])} == {bool}
 
 
 # -- 3. resume promises are true, CLI included ------------------------------------------------
