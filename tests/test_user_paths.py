@@ -167,6 +167,10 @@ def test_cli_prints_a_data_error_once(bad_column_yaml, tmp_path):
     both = out.stdout + out.stderr
     assert both.count(MISSING) == 1, both
     assert "Traceback" not in both and "Run failed" not in both
+
+
+@pytest.mark.slow
+def test_cli_quiet_prints_a_data_error_once(bad_column_yaml, tmp_path):
     quiet = _cli("run", str(bad_column_yaml), "--quiet", cwd=tmp_path)
     assert quiet.returncode == 2 and (quiet.stdout + quiet.stderr).count(MISSING) == 1
 
