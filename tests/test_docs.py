@@ -111,7 +111,7 @@ def _check_finetune_body(block: Block) -> None:
     build_config(body, _AnyName())
 
 
-YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment") and b.action != "skip"]
+YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment")]  # skipped ones too
 BASE = {"model": "any/model", "data": {"train": "train.csv"}}
 
 
