@@ -1,7 +1,8 @@
 """nbtrain: fine-tune transformer models from a notebook cell.
 
 ``import nbtrain`` is instant: torch, transformers, datasets, matplotlib and ipywidgets load only
-when a run starts. Heavy names resolve lazily through the module ``__getattr__``.
+when a run starts. Heavy names and the sub-modules (``nbtrain.events``, ``nbtrain.display``, ...)
+resolve lazily through the module ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,46 @@ from typing import TYPE_CHECKING, Any
 from nbtrain.errors import ConfigError, DataError, RunInterrupted, TrainingFailed
 from nbtrain.version import __version__
 
-_LAZY = {
-    "finetune": "nbtrain.api",
-    "load_run": "nbtrain.api",
-    "RunResult": "nbtrain.api",
-    "attach": "nbtrain.api",
-    "compare": "nbtrain.comparison",
-    "Comparison": "nbtrain.comparison",
-    "RunHandle": "nbtrain.background",
-    "Config": "nbtrain.config",
-    "load_config": "nbtrain.config",
-    "config_help": "nbtrain.config",
-    "form": "nbtrain.ui",
-    "browse": "nbtrain.ui",
-    "demo_data": "nbtrain.data",
+# name -> (module that defines it, attribute). Always the defining module, never a package that
+# re-exports it: importing nbtrain.ui.form binds the *module* as nbtrain.ui.form, so resolving
+# ``form`` through nbtrain.ui would hand out the module once %finetune_form has run.
+_LAZY: dict[str, tuple[str, str]] = {
+    "finetune": ("nbtrain.api", "finetune"),
+    "load_run": ("nbtrain.api", "load_run"),
+    "RunResult": ("nbtrain.api", "RunResult"),
+    "Config": ("nbtrain.config", "Config"),
+    "load_config": ("nbtrain.config", "load_config"),
+    "config_help": ("nbtrain.config", "config_help"),
+    "form": ("nbtrain.ui.form", "form"),
+    "browse": ("nbtrain.ui.browser", "browse"),
+    "demo_data": ("nbtrain.data", "demo_data"),
+    "estimate_memory": ("nbtrain.engine.estimate", "estimate_memory"),
+    "attach": ("nbtrain.api", "attach"),
+    "compare": ("nbtrain.comparison", "compare"),
+    "Comparison": ("nbtrain.comparison", "Comparison"),
+    "RunHandle": ("nbtrain.background", "RunHandle"),
 }
+
+# Sub-modules reachable as attributes after a plain ``import nbtrain`` (``nbtrain.events.read_events``,
+# ``nbtrain.display.set_default``, ``nbtrain.runs.list_runs``), imported on first use.
+_SUBMODULES = frozenset(
+    {
+        "api",
+        "cli",
+        "config",
+        "data",
+        "demo",
+        "display",
+        "engine",
+        "events",
+        "export",
+        "format",
+        "magics",
+        "runs",
+        "runviews",
+        "ui",
+    }
+)
 
 __all__ = [
     "Comparison",
@@ -41,6 +67,8 @@ __all__ = [
     "browse",
     "compare",
     "config_help",
+    "demo_data",
+    "estimate_memory",
     "finetune",
     "form",
     "load_config",
@@ -51,17 +79,27 @@ __all__ = [
 if TYPE_CHECKING:
     from nbtrain.api import RunResult, finetune, load_run
     from nbtrain.config import Config, config_help, load_config
+    from nbtrain.data import demo_data
+    from nbtrain.engine.estimate import estimate_memory
+    from nbtrain.ui.browser import browse
+    from nbtrain.ui.form import form
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nbtrain' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nbtrain.{name}")  # also binds it as nbtrain.<name>
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'nbtrain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(target[0]), target[1])
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -100,10 +100,8 @@ def run_config(
     outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
     result = RunResult._from_outcome(outcome, cfg)
     if outcome.status == "interrupted":
-        where = f" at {Path(outcome.resume_checkpoint).name}" if outcome.resume_checkpoint else ""
         raise RunInterrupted(
-            f"Run {outcome.name!r} was interrupted; progress is saved{where}. Call finetune with "
-            "the same name and config (or re-run the cell) to resume.",
+            _interrupted_message(outcome.name, outcome.resume_checkpoint, named=bool(cfg.name)),
             run_dir=str(outcome.run_dir),
             checkpoint=outcome.resume_checkpoint,
         )
@@ -162,6 +160,22 @@ def _view(display: Any, *, on_stop: Any = None) -> Any:
         if widgets_available()[0]:
             display = "widgets"
     return make_renderer(display, on_stop=on_stop)
+
+
+def _interrupted_message(name: str, checkpoint: str | None, *, named: bool) -> str:
+    if not checkpoint:
+        return (
+            f"Run {name!r} was interrupted before its first checkpoint; running it again starts "
+            "from the beginning."
+        )
+    saved = f"Run {name!r} was interrupted; progress is saved at {Path(checkpoint).name}."
+    if named:
+        return f"{saved} Call finetune with the same config (or re-run the cell) to resume."
+    # No name in the config: its folder name was made up at start, so say which one to reuse.
+    return (
+        f"{saved} To resume, run the same config under this name: finetune(config, "
+        f"name={name!r}), %%finetune {name} in a cell, or --name {name} on the command line."
+    )
 
 
 def _subscribers(display: Any, on_event: Any) -> list[Callable[[Event], None]]:

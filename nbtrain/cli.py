@@ -58,10 +58,30 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
         print(dry_run(cfg).text())
         return 0
-    result = finetune(cfg, restart=ns.restart, display="none" if ns.quiet else "text")
+    ended: list[str] = []
+    try:
+        result = finetune(
+            cfg,
+            restart=ns.restart,
+            display="none" if ns.quiet else "text",
+            on_event=lambda ev: ended.append(ev.type) if ev.type in ("error", "end") else None,
+        )
+    except (ConfigError, TrainingFailed, RunInterrupted) as e:
+        if ns.quiet or not ended:
+            raise  # nothing was shown yet: main() prints the message
+        # The progress view has already printed what happened and what to do, once.
+        return _exit_code(e)
     if ns.quiet:
         print(result)
     return 0 if result.status == "finished" else 3
+
+
+def _exit_code(e: BaseException) -> int:
+    if isinstance(e, RunInterrupted):
+        return 130
+    if isinstance(e, TrainingFailed):
+        return 3
+    return 2  # ConfigError, DataError: bad input
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:

@@ -64,6 +64,29 @@ def build_config(
     return load_config(raw, **extra)
 
 
+def strip_comment(line: str) -> str:
+    """A magic line without its trailing ``# comment``, as a shell reads it.
+
+    IPython hands a line magic everything after its name, comment included. A ``#`` starts a
+    comment at the start of a word and outside quotes, so ``--set x='#1'`` and ``a#b`` keep it.
+    """
+    quote = ""
+    escaped = False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 def _plugin(module: str, attr: str) -> Any:
     import importlib
     import importlib.util
@@ -144,7 +167,7 @@ class NbtrainMagics(Magics):
         Re-running the cell with the same name and config resumes an unfinished run or shows the
         finished one; a changed config is refused unless ``--restart`` is given.
         """
-        args = parse_argstring(self.finetune, line)
+        args = self.parse_line(line)
         out = args.out or (args.name if _identifier(args.name) else "run")
         if not _identifier(out):
             raise UsageError(f"--out {out!r} is not a Python variable name; try --out result.")
@@ -199,18 +222,34 @@ class NbtrainMagics(Magics):
             f"%nbtrain stop {handle.name} stops it with a checkpoint."
         )
 
+    @classmethod
+    def parse_line(cls, line: str) -> Any:
+        """The ``%%finetune`` line's flags (a trailing ``# comment`` allowed); UsageError if bad."""
+        return parse_argstring(cls.finetune, strip_comment(line))
+
     def _train(self, cfg: Any, args: Any, out: str, reused: bool) -> str | None:
         from nbtrain.api import finetune, load_run
+        from nbtrain.display import resolve_mode
 
+        # --display, then the cell's `display:` key, then %config NbtrainMagics.display.
+        mode = args.display or (cfg.display if cfg.display != "auto" else self.display)
+        errors: list[Any] = []
         try:
-            result = finetune(cfg, restart=args.restart, display=self._mode(cfg, args))
+            result = finetune(
+                cfg,
+                restart=args.restart,
+                display=mode,
+                on_event=lambda ev: errors.append(ev) if ev.type == "error" else None,
+            )
         except RunInterrupted as e:
             if e.run_dir and (Path(e.run_dir) / "config.yaml").exists():
                 self.shell.user_ns[out] = load_run(e.run_dir)  # from disk: holds no tensors
             return f"{e} (`{out}` holds the interrupted run.)"
-        except TrainingFailed as e:
-            raise UsageError(str(e)) from None
-        except ConfigError as e:
+        except (TrainingFailed, ConfigError) as e:
+            if errors and resolve_mode(mode) != "none":
+                # The view showed the error paragraph; the cell still fails ("Run All" stops)
+                # but says so in one line instead of printing the paragraph a second time.
+                return "The run failed: see the message above."
             raise UsageError(str(e)) from None
         self.shell.user_ns[out] = result
         if reused:
@@ -228,7 +267,7 @@ class NbtrainMagics(Magics):
         checkpoints [NAME]``
         (``--runs-dir DIR`` to look elsewhere than the last run's folder)."""
         try:
-            words = shlex.split(line)
+            words = shlex.split(strip_comment(line))
         except ValueError as e:
             raise UsageError(f"%nbtrain: {e}.") from None
         runs_dir = None
@@ -345,4 +384,12 @@ def register(ipython: Any) -> None:
     ipython.register_magics(NbtrainMagics)
 
 
-__all__ = ["NbtrainMagics", "RunStopped", "View", "build_config", "register", "resolve_refs"]
+__all__ = [
+    "NbtrainMagics",
+    "RunStopped",
+    "View",
+    "build_config",
+    "register",
+    "resolve_refs",
+    "strip_comment",
+]

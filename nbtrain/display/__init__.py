@@ -132,8 +132,9 @@ def attach(
     live = follow and not ended and log.exists() and time.time() - log.stat().st_mtime < STALE_S
     if not ended and not live:
         view.note = (
-            "This run is not training: showing its last recorded state. Run its cell "
-            "(or finetune with the same name) again to resume it."
+            "This run is not training in this kernel: showing its last recorded state. To resume "
+            f"it, run its config again with the name {folder.name!r} (%%finetune {folder.name}, "
+            f"or finetune(config, name={folder.name!r}))."
         )
     # Replaying through the renderer shows what the live view showed, in one redraw.
     for ev in events:

@@ -12,7 +12,7 @@ import functools
 from html import escape
 from typing import Any
 
-from nbtrain.display.state import RunState, fmt_num, fmt_time, model_metrics
+from nbtrain.display.state import RunState, fmt_num, fmt_time, model_metrics, rerun_advice
 
 BORDER = "1px solid rgba(128,128,128,.35)"
 FONT = "font-family:var(--jp-ui-font-family,system-ui,-apple-system,'Segoe UI',sans-serif);"
@@ -260,26 +260,27 @@ def problem(state: RunState) -> str:
         where = f" at step {err.step:,}" if err.step else ""
         return _box(
             "#C00000",
-            f"<b>Failed{where}:</b> {escape(err.message)}{advice}" + _resume_hint(end, failed=True),
+            f"<b>Failed{where}:</b> {escape(err.message)}{advice}"
+            + _resume_hint(end, state, failed=True),
         )
     if end is not None and end.status in ("stopped", "interrupted"):
         return _box(
             "#B35900",
-            f"<b>Run {escape(end.status)} at step {end.step:,}.</b>" + _resume_hint(end),
+            f"<b>Run {escape(end.status)} at step {end.step:,}.</b>" + _resume_hint(end, state),
         )
     if end is not None and end.status == "failed":
-        return _box("#C00000", "<b>The run failed.</b>" + _resume_hint(end, failed=True))
+        return _box("#C00000", "<b>The run failed.</b>" + _resume_hint(end, state, failed=True))
     return ""
 
 
-def _resume_hint(end: Any, failed: bool = False) -> str:
+def _resume_hint(end: Any, state: RunState, failed: bool = False) -> str:
     if end is None:
         return ""
     if end.resume_checkpoint:
-        verb = "Fix the cause, then run" if failed else "Run"
+        advice = rerun_advice(state.run, state.named, failed=failed)
         return (
             f"<br>Progress is saved in <code>{escape(_short(end.resume_checkpoint))}</code>. "
-            f"{verb} the same cell or command again to resume from it."
+            f"{escape(advice)}"
         )
     return "<br>No checkpoint was written; running it again starts from the beginning."
 

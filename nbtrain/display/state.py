@@ -34,6 +34,21 @@ def higher_is_better(metric: str) -> bool:
     return not any(w in name for w in _LOWER_IS_BETTER)
 
 
+def rerun_advice(run: str, named: bool, *, failed: bool = False) -> str:
+    """How to resume a run, true for runs with and without a ``name:`` in their config.
+
+    A run whose config names it resumes when the same cell, call or command runs again. A run
+    without one got its folder name at start, so the advice gives that name to run it under.
+    """
+    verb = "Fix the cause, then run" if failed else "Run"
+    if named or not run:
+        return f"{verb} the same cell or command again to resume from it."
+    return (
+        f"{verb} it again under its name to resume from it: %%finetune {run} in a cell, "
+        f"--name {run} on the command line, name={run!r} in Python."
+    )
+
+
 def model_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """``metrics`` without the evaluation loop's timings (runtime, samples per second)."""
     return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
@@ -156,6 +171,12 @@ class RunState:
             self.tokens_per_second = (seen - self._tokens_at[1]) / (ev.time - self._tokens_at[0])
 
     # -- derived numbers ---------------------------------------------------------------------------
+    @property
+    def named(self) -> bool:
+        """Whether the run's config gave it its name (else the folder name was made up)."""
+        config = self.info.get("config") or {}
+        return bool(config.get("name")) if isinstance(config, dict) else False
+
     @property
     def started(self) -> bool:
         return self.start_time is not None

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from nbtrain.display.state import RunState
+from nbtrain.display.state import RunState, rerun_advice
 from nbtrain.events import Event
 from nbtrain.format import fmt_time
 
@@ -26,6 +26,9 @@ class TextRenderer:
         self.state = RunState()
         self._last = 0.0
         self._open_line = False
+        self._run = ""
+        self._named = False
+        self._started = False
 
     def __call__(self, ev: Event) -> None:
         self.state.update(ev)
@@ -41,6 +44,8 @@ class TextRenderer:
         elif t == "notice":
             self._line(f"note: {ev.message}")
         elif t == "start":
+            self._run, self._started = ev.run, True
+            self._named = bool((ev.config or {}).get("name"))
             resumed = f", resumed from {ev.resumed_from.split('/')[-1]}" if ev.resumed_from else ""
             self._line(
                 f"Training {ev.run}: {ev.task}, {ev.train_samples} examples, {ev.total_steps} "
@@ -104,13 +109,26 @@ class TextRenderer:
             if ev.final_dir:
                 self._line(f"Model saved to {ev.final_dir}")
         elif ev.status in ("interrupted", "stopped"):
-            where = ev.resume_checkpoint or "no checkpoint"
-            self._line(
-                f"Run {ev.status} at step {ev.step}; progress saved in {where}. Run the "
-                "same command again to resume."
+            if ev.resume_checkpoint:
+                self._line(
+                    f"Run {ev.status} at step {ev.step}; progress saved in "
+                    f"{ev.resume_checkpoint}. {rerun_advice(self._run, self._named)}"
+                )
+            else:
+                self._line(
+                    f"Run {ev.status} at step {ev.step} before its first checkpoint; running "
+                    "it again starts from the beginning."
+                )
+        elif self._started:
+            # The error line above said what failed; before training started it is all there
+            # is to say (nothing was trained, nothing to resume).
+            saved = (
+                f"; progress saved in {ev.resume_checkpoint}. "
+                + rerun_advice(self._run, self._named, failed=True)
+                if ev.resume_checkpoint
+                else "."
             )
-        else:
-            self._line(f"Run failed at step {ev.step}.")
+            self._line(f"Run failed at step {ev.step}{saved}")
 
     def close(self) -> None:
         if self._open_line:

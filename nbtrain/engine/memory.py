@@ -352,6 +352,13 @@ def estimate_memory(
     """
     from nbtrain.engine.model import device_info, resolve_precision
 
+    if model is None and model_config is None:
+        from nbtrain.errors import ConfigError
+
+        raise ConfigError(
+            "estimate_memory needs the model's config (model_config=) or the model (model=); "
+            "nbtrain.estimate_memory(config, device) loads it from the config's model: key."
+        )
     dev = device or device_info()
     task = task or getattr(cfg, "task", None) or "text-classification"
     if model is None:

@@ -164,7 +164,30 @@ def translate(
     # Pass-through fields last: the user's explicit word wins.
     for key, value in cfg.training_args.items():
         kw[key] = value
+    cap = max_steps_override()
+    if cap:
+        given = kw.get("max_steps") or -1
+        kw["max_steps"] = min(cap, given) if given > 0 else cap
     return {k: v for k, v in kw.items() if k in fields_}
+
+
+MAX_STEPS_ENV = "NBTRAIN_DOCS_MAX_STEPS"
+
+
+def max_steps_override() -> int | None:
+    """``NBTRAIN_DOCS_MAX_STEPS=N`` caps every run at N optimizer steps (None when unset).
+
+    The docs' examples train for whole epochs; their test (tests/test_docs.py) sets it so each
+    example still trains, evaluates and saves, in seconds. It is not part of a run's config.
+    """
+    raw = os.environ.get(MAX_STEPS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        from nbtrain.errors import ConfigError
+
+        raise ConfigError(f"{MAX_STEPS_ENV}={raw!r}: expected a whole number of steps, 1 or more.")
+    return int(raw)
 
 
 def _report_to(value: Any) -> list[str]:

@@ -22,9 +22,10 @@ def _usage_error(message: str) -> Exception:
 
 def _parse(line: str, flags: tuple[str, ...], usage: str) -> tuple[list[str], dict[str, str]]:
     from nbtrain.errors import did_you_mean
+    from nbtrain.magics import strip_comment
 
     try:
-        words = shlex.split(line)
+        words = shlex.split(strip_comment(line))
     except ValueError as e:
         raise _usage_error(f"{e}. Usage: {usage}") from None
     positional: list[str] = []

@@ -61,6 +61,8 @@ class Classification(Task):
         eval_ds = self._canonical(raw.eval, "eval") if raw.eval is not None else None
 
         problem = data.problem_type if data.problem_type != "auto" else self._infer_problem(train)
+        # Integer (or bool) labels in the data come back from predict as such (model_kwargs).
+        self.label_type: type | None = None
         notices: list[str] = []
         labels: list[str] | None = None
         if problem == _SINGLE:
@@ -176,8 +178,10 @@ class Classification(Task):
                 elif ints == list(range(len(ints))):
                     names = [str(i) for i in ints]
                     ids = {i: i for i in ints}
+                    self.label_type = _int_or_bool(values)
                 else:
                     names = [str(i) for i in ints]
+                    self.label_type = _int_or_bool(values)
                     ids = {v: j for j, v in enumerate(ints)}
                     notices.append(
                         f"Integer labels {ints[0]}..{ints[-1]} were mapped to class ids "
@@ -303,10 +307,15 @@ class Classification(Task):
         if p.problem_type == _REGRESSION:
             return {"num_labels": 1, "problem_type": "regression"}
         labels = p.labels or []
+        # The model config keeps the user's label type: with integer labels in the data,
+        # id2label maps to ints (config.json stores them as JSON numbers), so predict returns
+        # 0/1 rather than "0"/"1". The names used for display stay text.
+        kind = getattr(self, "label_type", None)
+        values: list[Any] = [kind(int(n)) for n in labels] if kind else list(labels)
         return {
             "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
+            "id2label": dict(enumerate(values)),
+            "label2id": {v: i for i, v in enumerate(values)},
             "problem_type": _HF_PROBLEM[p.problem_type or _SINGLE],
         }
 
@@ -658,6 +667,11 @@ def _as_texts(inputs: Any) -> tuple[list[str], list[str] | None]:
             "predict takes a string, a list of strings, or a list of (text, pair) tuples"
         )
     return items, None
+
+
+def _int_or_bool(values: Any) -> type:
+    """The Python type integer-valued labels come back as: bool for True/False, else int."""
+    return bool if values and all(isinstance(v, (bool, np.bool_)) for v in values) else int
 
 
 def _max_len(tokenizer: Any, config: Any) -> int:

@@ -1,0 +1,285 @@
+"""Every example in README.md and docs/*.md runs as written (docs/contributing.md).
+
+Fast part (default suite): every block is read and classified, markers carry a reason, Python
+cells compile, magic lines and CLI command lines parse with nbtrain's own parsers, every YAML
+config and fragment loads with ``load_config``.
+
+Slow part: each page runs top to bottom in its own temporary folder, in a real Jupyter kernel
+(nbclient), cell by cell: Python and magic blocks as cells, YAML files written, shell blocks run
+as commands. Runs are cut to ``NBTRAIN_DOCS_MAX_STEPS`` optimizer steps, so an example that
+trains for epochs still trains, evaluates and saves, in seconds. Blocks marked ``refuses`` must
+end in nbtrain's clear refusal offline on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SST2
+from tests.docs_examples import ROOT, Block, all_blocks, blocks, execute, pages
+
+BLOCKS = all_blocks()
+MAX_STEPS = "2"
+REFUSALS = ("UsageError", "ConfigError", "DataError", "TrainingFailed")
+
+
+def _ids(items: list[Block]) -> list[str]:
+    return [b.where for b in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: read, classify, parse
+
+
+def test_every_page_is_read_and_has_examples():
+    names = {p.name for p in pages()}
+    assert {"README.md", "index.md", "magics.md", "contributing.md"} <= names
+    assert sum(b.kind != "shown" for b in BLOCKS) >= 20  # the pages' examples are all seen
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=_ids(BLOCKS))
+def test_block_is_well_formed(block: Block):
+    assert not block.problems, f"{block.where}: {'; '.join(block.problems)}"
+    first = block.code.strip().splitlines()[0] if block.code.strip() else ""
+    if block.kind == "shown":
+        # A notebook cell fenced without a language is shown but never run: say it is Python.
+        assert not first.startswith("%"), (
+            f"{block.where}: a notebook cell fenced without a language; fence it as ```python "
+            "so the docs test runs it (or mark it skip with a reason)."
+        )
+    for line in block.code.splitlines():
+        # IPython passes the whole line to %load_ext as the module name (tests/test_user_paths.py)
+        assert not re.match(r"\s*%load_ext\s+\S+\s+#", line), (
+            f"{block.where}: {line.strip()!r}: IPython reads the comment as part of the module "
+            "name; put the comment on its own line."
+        )
+
+
+CELLS = [b for b in BLOCKS if b.kind == "cell"]
+
+
+@pytest.mark.parametrize("block", CELLS, ids=_ids(CELLS))
+def test_cell_compiles_and_its_magic_lines_parse(block: Block):
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    source = TransformerManager().transform_cell(block.code)
+    compile(source, block.where, "exec")
+    for line in block.code.splitlines():
+        _check_magic_line(block, line.strip())
+    if block.code.lstrip().startswith("%%finetune"):
+        _check_finetune_body(block)
+
+
+def _check_magic_line(block: Block, line: str) -> None:
+    from nbtrain.magics import NbtrainMagics, strip_comment
+    from nbtrain.ui import magics as ui_magics
+
+    name, _, rest = line.lstrip("%").partition(" ")
+    if not line.startswith("%"):
+        return
+    if name == "finetune":
+        NbtrainMagics.parse_line(rest)  # what the magic itself parses; UsageError if bad
+    elif name == "finetune_form":
+        ui_magics._parse(rest, ("--from", "--runs-dir"), ui_magics.FORM_USAGE)
+    elif name == "nbtrain":
+        from nbtrain.magics import _SUBCOMMANDS
+
+        words = shlex.split(strip_comment(rest))
+        assert words and words[0] in _SUBCOMMANDS, f"{block.where}: %nbtrain {rest!r}"
+
+
+class _AnyName(dict):
+    """A notebook namespace where every ``{name}`` exists (as a file name), for config checks."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return f"{key}.csv"
+
+
+def _check_finetune_body(block: Block) -> None:
+    from nbtrain.magics import build_config
+
+    body = block.code.split("\n", 1)[1] if "\n" in block.code else ""
+    build_config(body, _AnyName())
+
+
+YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment")]  # skipped ones too
+BASE = {"model": "any/model", "data": {"train": "train.csv"}}
+
+
+@pytest.mark.parametrize("block", YAMLS, ids=_ids(YAMLS))
+def test_yaml_config_loads(block: Block):
+    import nbtrain
+
+    raw = yaml.safe_load(block.code) or {}
+    assert isinstance(raw, dict), f"{block.where}: not a mapping"
+    if block.kind == "yaml-fragment":
+        data = {**BASE["data"], **(raw.get("data") or {})}
+        raw = {**BASE, **raw, "data": data}
+    nbtrain.load_config(raw)
+
+
+SHELLS = [b for b in BLOCKS if b.kind == "shell"]
+_NBTRAIN = re.compile(r"^(?:\w+=\S+\s+)*(?:\S*/)?(?:nbtrain|accelerate launch -m nbtrain)\s+(.*)$")
+
+
+@pytest.mark.parametrize("block", SHELLS, ids=_ids(SHELLS))
+def test_nbtrain_command_lines_parse(block: Block):
+    from nbtrain.cli import build_parser
+
+    for cmd in block.commands():
+        m = _NBTRAIN.match(cmd)
+        if not m:
+            continue
+        argv = shlex.split(m.group(1), comments=True)
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as e:
+            pytest.fail(f"{block.where}: {cmd!r} does not parse (exit {e.code})")
+
+
+def test_max_steps_override_caps_a_run_and_refuses_nonsense(monkeypatch):
+    from nbtrain.config import load_config
+    from nbtrain.engine.training_args import translate
+
+    cfg = load_config({"model": "m", "data": {"train": "t.csv"}, "epochs": 3})
+
+    def kwargs() -> dict:
+        return translate(
+            cfg,
+            output_dir="x",
+            has_eval=False,
+            metric_for_best_model=None,
+            greater_is_better=None,
+            precision="fp32",
+            logging_steps=1,
+        )
+
+    assert kwargs()["max_steps"] == -1
+    monkeypatch.setenv("NBTRAIN_DOCS_MAX_STEPS", "2")
+    assert kwargs()["max_steps"] == 2
+    monkeypatch.setenv("NBTRAIN_DOCS_MAX_STEPS", "two")
+    with pytest.raises(Exception, match="NBTRAIN_DOCS_MAX_STEPS"):
+        kwargs()
+
+
+# ---------------------------------------------------------------------------------------------
+# slow: run each page in a real kernel
+
+
+def _fixture_folder(folder: Path) -> None:
+    """What every page's folder holds: data/sst2/{train,dev}.tsv and README's YAML files."""
+    sst2 = folder / "data" / "sst2"
+    sst2.mkdir(parents=True)
+    for split, n in (("train", 160), ("dev", 64)):
+        src = SST2 / f"{split}.tsv"
+        if src.is_file():
+            lines = src.read_text(encoding="utf-8").splitlines()
+            (sst2 / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n")
+        else:  # no SST-2 here: the demo reviews in SST-2's columns
+            import nbtrain
+
+            df = nbtrain.demo_data("train" if split == "train" else "eval").head(n)
+            df = df.rename(columns={"text": "sentence"})
+            df.to_csv(sst2 / f"{split}.tsv", sep="\t", index=False)
+    for b in blocks(ROOT / "README.md"):
+        if b.kind == "yaml-file":
+            (folder / b.filename).write_text(b.code)
+
+
+SETUP = r"""
+import os, re, subprocess, sys
+os.environ.update(NBTRAIN_DOCS_MAX_STEPS={max_steps!r}, HF_HUB_OFFLINE="1",
+                  HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+_BIN = os.path.dirname(sys.executable)
+os.environ["PATH"] = _BIN + os.pathsep + os.environ["PATH"]
+
+def _docs_shell(commands, refuses=False):
+    for cmd in commands:
+        cmd = re.sub(r"(^|\s)\.venv/bin/", lambda m: m.group(1) + _BIN + "/", cmd)
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=900)
+        print("$", cmd, "->", p.returncode)
+        print(p.stdout[-4000:])
+        print(p.stderr[-4000:], file=sys.stderr)
+        if refuses:
+            ok = p.returncode == 2 and "nbtrain:" in p.stderr and "Traceback" not in p.stderr
+            if not ok:
+                raise RuntimeError(f"{{cmd!r}} should refuse (exit 2, one nbtrain: paragraph)")
+        elif p.returncode != 0:
+            raise RuntimeError(f"{{cmd!r}} exited with {{p.returncode}}")
+"""
+
+
+def _notebook(page: Path) -> tuple[object, list[Block | None]]:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    owners: list[Block | None] = [None]
+    nb.cells.append(nbformat.v4.new_code_cell(SETUP.format(max_steps=MAX_STEPS)))
+    for b in blocks(page):
+        if b.action == "skip" or b.kind in ("shown", "yaml-fragment"):
+            continue
+        if b.kind == "cell":
+            source = b.code
+        elif b.kind == "yaml-file":
+            source = f"%%writefile {b.filename}\n{b.code}"
+        else:  # shell
+            source = f"_docs_shell({json.dumps(b.commands())}, refuses={b.action == 'refuses'})"
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+        owners.append(b)
+    return nb, owners
+
+
+def _seconds(cell: object) -> float:
+    from datetime import datetime
+
+    times = cell.get("metadata", {}).get("execution", {})
+    try:
+        start = datetime.fromisoformat(times["iopub.execute_input"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(times["shell.execute_reply"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return float("nan")
+    return (end - start).total_seconds()
+
+
+def _errors(cell: object) -> list[dict]:
+    return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+RUN_KINDS = ("cell", "yaml-file", "shell")
+PAGES = [p for p in pages() if any(b.kind in RUN_KINDS and b.action != "skip" for b in blocks(p))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_runs_in_a_kernel(page: Path, tmp_path: Path):
+    _fixture_folder(tmp_path)
+    nb, owners = _notebook(page)
+    execute(nb, tmp_path)
+    import nbformat
+
+    nbformat.write(nb, str(tmp_path / f"executed-{page.stem}.ipynb"))  # to look at on failure
+    for cell, block in zip(nb.cells, owners):
+        print(f"{_seconds(cell):7.1f} s  {block.where if block else 'setup'}")
+
+    for cell, block in zip(nb.cells, owners):
+        errors = _errors(cell)
+        where = block.where if block else f"{page.name}: setup"
+        if block is not None and block.action == "refuses" and block.kind == "cell":
+            assert errors and errors[0]["ename"] in REFUSALS, (
+                f"{where} should end in a clear refusal ({', '.join(REFUSALS)}); got "
+                + (errors[0]["ename"] if errors else "no error")
+            )
+            continue
+        if errors:
+            tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[0].get("traceback", [])))
+            text = "".join(o.get("text", "") for o in cell.get("outputs", []) if "text" in o)
+            pytest.fail(f"{where} failed:\n{cell.source}\n---\n{text[-3000:]}\n{tb[-4000:]}")
