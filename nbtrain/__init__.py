@@ -21,6 +21,7 @@ _LAZY = {
     "form": "nbtrain.ui",
     "browse": "nbtrain.ui",
     "demo_data": "nbtrain.data",
+    "inspect": "nbtrain.preflight",
 }
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "config_help",
     "finetune",
     "form",
+    "inspect",
     "load_config",
     "load_ipython_extension",
     "load_run",
@@ -43,6 +45,7 @@ __all__ = [
 if TYPE_CHECKING:
     from nbtrain.api import RunResult, finetune, load_run
     from nbtrain.config import Config, config_help, load_config
+    from nbtrain.preflight import inspect
 
 
 def __getattr__(name: str) -> Any:
