@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-SST2 = ROOT.parent / "shared" / "data" / "sst2"
+SST2 = Path(os.environ.get("NBTRAIN_SST2", "/work/shared/data/sst2"))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 CASES = {

@@ -22,9 +22,9 @@ def inspect(config: Any, *, timing: bool = True, **overrides: Any) -> Report:
         **overrides: config keys to change, as for :func:`nbtrain.finetune`.
 
     Returns:
-        A :class:`~nbtrain.display.report.Report`: numbers on ``report.data`` (and as
-        attributes: ``report.memory``, ``report.time``, ``report.total_steps``), an HTML
-        repr in notebooks, ``text()``, ``plot()`` and ``to_json()``.
+        A :class:`~nbtrain.display.report.Report`: the numbers as attributes
+        (``report.data`` lengths/labels/duplicates, ``report.memory``, ``report.time``,
+        ``report.total_steps``), an HTML repr in notebooks, ``text()``, ``plot()``, ``to_json()``.
 
     Raises:
         ConfigError: what a real run raises before training.

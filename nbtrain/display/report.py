@@ -22,34 +22,39 @@ BAR = "#0072B2"
 
 
 class Report:
-    """A dry-run report as the user sees it. ``report.data`` holds the engine's numbers."""
+    """A dry-run report as the user sees it.
 
-    def __init__(self, data: Any) -> None:
-        self.data = data
+    ``report.numbers`` is the engine's :class:`~nbtrain.engine.dryrun.DryRunReport`; its fields
+    read as attributes too: ``report.data`` (lengths, labels, duplicates), ``report.memory``,
+    ``report.time``, ``report.total_steps``.
+    """
 
-    def __getattr__(self, name: str) -> Any:  # report.memory, report.time, report.total_steps
-        if name == "data":
+    def __init__(self, numbers: Any) -> None:
+        self.numbers = numbers
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "numbers":
             raise AttributeError(name)
-        return getattr(self.data, name)
+        return getattr(self.numbers, name)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.data.to_dict()
+        return self.numbers.to_dict()
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     def text(self) -> str:
-        return report_text(self.data)
+        return report_text(self.numbers)
 
     def __repr__(self) -> str:
         return self.text()
 
     def _repr_html_(self) -> str:
-        return report_html(self.data)
+        return report_html(self.numbers)
 
     def plot(self) -> Any:
         """The token-length histograms (one panel per split) with max_length, as a Figure."""
-        return lengths_figure(self.data)
+        return lengths_figure(self.numbers)
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -184,7 +189,7 @@ def _label_lines(lab: Any) -> list[str]:
         )
     lines.append(f"imbalance (largest / smallest training class): {lab.imbalance:g}")
     if lab.imbalanced:
-        w = ", ".join(f"{x:g}" for x in lab.weights)
+        w = ", ".join(f"{x:.4g}" for x in lab.weights)
         lines.append(
             f"The classes are imbalanced: set class_weights: auto (weights {w}, one per class "
             "in the order above) so each class counts the same in the loss."

@@ -157,7 +157,7 @@ class LabelStats:
 def balanced_weights(counts: Sequence[int]) -> list[float]:
     """sklearn's "balanced" weights: ``n / (k * count)``; a class never seen weighs 0."""
     n, k = sum(counts), len(counts)
-    return [round(n / (k * c), 4) if c else 0.0 for c in counts]
+    return [n / (k * c) if c else 0.0 for c in counts]
 
 
 def label_stats(

@@ -108,6 +108,16 @@ def data_summary(prep: Any) -> DataSummary:
     return summary
 
 
+def summary_for_env(prep: Any) -> dict[str, Any] | None:
+    """:func:`data_summary` as JSON-able data for ``env.json``; None if it cannot be made."""
+    try:
+        summary = data_summary(prep).to_dict()
+    except Exception:  # a summary problem must never stop a run from training
+        return None
+    summary.pop("preview", None)  # the full example is in the data, not the record
+    return summary
+
+
 def _model_limit(prep: Any) -> int | None:
     limits = []
     tok_max = getattr(prep.tokenizer, "model_max_length", None)
@@ -230,4 +240,11 @@ def process_rss() -> int | None:
     return int(psutil.Process().memory_info().rss)
 
 
-__all__ = ["DataSummary", "MaskPreview", "data_summary", "longest_batch", "process_rss"]
+__all__ = [
+    "DataSummary",
+    "MaskPreview",
+    "data_summary",
+    "longest_batch",
+    "process_rss",
+    "summary_for_env",
+]

@@ -228,7 +228,9 @@ def _train(
             f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
         ) from None
     if is_main_process():
-        write_env(run_dir, cfg, dev, precision, args)
+        from nbtrain.engine.report import summary_for_env
+
+        write_env(run_dir, cfg, dev, precision, args, data=summary_for_env(prep))
 
     event_cb = EventCallback(bus, task, stop)
     # Task callbacks first: they add metrics (perplexity, generation) the event bridge records.

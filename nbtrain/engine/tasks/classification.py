@@ -92,7 +92,7 @@ class Classification(Task):
             self.class_weights = balanced_weights([counts.get(i, 0) for i in range(len(labels))])
             notices.append(
                 "class_weights: auto -> "
-                + ", ".join(f"{n} {w:g}" for n, w in zip(labels, self.class_weights))
+                + ", ".join(f"{n} {w:.4g}" for n, w in zip(labels, self.class_weights))
                 + " (n / (classes x count) over the training rows)."
             )
         elif self.cfg.class_weights is not None:
