@@ -75,6 +75,10 @@ def main(out: Path) -> None:
     )
     os.environ.update(env)
     NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(root)}}).execute()
+    for cell in nb.cells[1:]:  # the reports as text, for the docs
+        for o in cell.get("outputs", []):
+            text = o.get("data", {}).get("text/plain") or o.get("text") or ""
+            print(text[:6000])
     path = root / "dry-run.ipynb"
     nbformat.write(nb, path)
     subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=env, check=True)
