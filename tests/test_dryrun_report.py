@@ -27,9 +27,11 @@ def test_percentiles_lengths_and_truncation_have_known_values():
     a = suggest_max_length(lengths, current=80, limit=512)
     assert a.suggested == 104 and a.change == "raise"  # p99 = 99, rounded up to 8
     assert a.tokens_now == sum(min(n, 80) for n in lengths) and a.tokens_suggested == 5050
-    short = suggest_max_length([10] * 99 + [30], current=512, limit=512)
-    assert short.suggested == 16 and short.change == "lower" and short.rows_truncated == 1
-    assert short.longest_batch_now == 30 and short.longest_batch_suggested == 16
+    tail = suggest_max_length([10] * 99 + [300], current=512, limit=512)
+    assert tail.suggested == 16 and tail.change == "lower" and tail.rows_truncated == 1
+    assert tail.longest_batch_now == 300 and tail.longest_batch_suggested == 16
+    # max_length above every row costs nothing with dynamic padding: keep it
+    assert suggest_max_length([10] * 99 + [30], current=512, limit=512).change == "keep"
     assert suggest_max_length(lengths, current=100, limit=512).change == "keep"
 
 

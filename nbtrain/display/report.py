@@ -136,6 +136,11 @@ def _length_lines(r: Any) -> list[str]:
 
 def _advice_line(r: Any, a: Any) -> str:
     if a.change == "keep":
+        if a.longest_batch_now < a.current:
+            return (
+                f"max_length {a.current} truncates nothing (longest row "
+                f"{a.longest_batch_now} tokens; batches are padded to their longest row): keep it."
+            )
         return f"max_length {a.current} covers 99% of training rows: keep it."
     more = (
         f"; peak memory {fmt_bytes(r.memory.total_bytes)} -> {fmt_bytes(r.suggested_memory_bytes)}"
@@ -175,7 +180,8 @@ def text_histogram(h: Any, max_length: int, width: int = 40, rows: int = 12) -> 
             out.append(f"{'':>13} |---- max_length {max_length} (inside the bin above)")
             drawn = True
     if not drawn:
-        out.append(f"{'':>13} |---- max_length {max_length}")
+        beyond = " (beyond the longest row)" if max_length >= edges[-1] else ""
+        out.append(f"{'':>13} |---- max_length {max_length}{beyond}")
     return out
 
 
@@ -305,6 +311,12 @@ def time_lines(t: Any, error: str | None = None) -> list[str]:
         "(longest); checkpoint saves and model loading not counted",
         f"  measured now on this machine ({t.timing_s:.0f} s to measure): a busier machine is slower",
     ]
+    if t.load and t.cpus and t.load > t.cpus and t.threads > 1:
+        lines.append(
+            f"  the machine is oversubscribed (load {t.load:.0f} on {t.cpus} cores) and torch "
+            f"uses {t.threads} threads: torch.set_num_threads(1) is often several times faster "
+            "here (docs/performance.md)"
+        )
     if t.cpu_s:
         lines.append(
             f"  CPU time of the same work: {fmt_time(t.cpu_s)} (load does not change it; the wall "
@@ -423,15 +435,20 @@ def svg_histogram(h: Any, max_length: int, title: str, w: int = 340, hgt: int = 
         f" tokens: {c} rows</title></rect>"
         for i, c in enumerate(counts)
     )
-    x = 30 + (max_length - lo) * sx
+    beyond = max_length > edges[-1]
+    if beyond:  # far right of every row: draw the line at the edge, say where it is
+        hi = edges[-1]
+        sx = (w - 40) / (hi - lo)
+    x = 30 + (min(max_length, hi) - lo) * sx
+    anchor = " text-anchor='end'" if beyond else ""
     return (
         f"<svg width='{w}' height='{hgt + 8}' style='background:#fff' role='img' "
         f"aria-label='{escape(title)}'><text x='30' y='9' font-size='10' fill='#222'>"
         f"{escape(title)} (rows per token count)</text>{bars}"
         f"<line x1='{x:.1f}' x2='{x:.1f}' y1='10' y2='{hgt - 20}' stroke='{LINE}' "
         "stroke-dasharray='4 3' stroke-width='1.5'/>"
-        f"<text x='{min(x + 3, w - 90):.1f}' y='22' font-size='10' fill='{LINE}'>max_length "
-        f"{max_length}</text>"
+        f"<text x='{x - 3 if beyond else min(x + 3, w - 90):.1f}' y='22' font-size='10' "
+        f"fill='{LINE}'{anchor}>max_length {max_length}{' →' if beyond else ''}</text>"
         f"<text x='30' y='{hgt - 6}' font-size='10' fill='#555'>{lo}</text>"
         f"<text x='{w - 12}' y='{hgt - 6}' font-size='10' fill='#555' text-anchor='end'>{hi}</text>"
         f"<text x='26' y='18' font-size='9' fill='#555' text-anchor='end'>{top}</text></svg>"

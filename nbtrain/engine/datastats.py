@@ -37,10 +37,11 @@ class Histogram:
 
 
 def histogram(values: Sequence[int], bins: int = 20, *, upto: int | None = None) -> Histogram:
-    """Integer-edged bins from 0 to ``max(values, upto)`` (so a max_length line fits in)."""
+    """Integer-edged bins from 0 to the largest value, or to ``upto`` (the max_length line)
+    when that is at most twice the largest value (a far max_length would squash the bars)."""
     if not values:
         return Histogram((0, 1), (0,))
-    top = max(max(values), upto or 0, 1)
+    top = max(max(values), upto if upto and upto <= 2 * max(values) else 0, 1)
     width = max(1, math.ceil((top + 1) / bins))
     n = math.ceil((top + 1) / width)
     counts = [0] * n
@@ -113,17 +114,32 @@ class MaxLengthAdvice:
         return "raise" if self.suggested > self.current else "lower"
 
 
+#: Lowering max_length is only worth suggesting when it saves this share of tokens per epoch
+#: (batches are padded to their longest row, so a max_length above every row costs nothing).
+WORTH_LOWERING = 0.10
+
+
 def suggest_max_length(
     lengths: Sequence[int], current: int, limit: int | None, *, multiple: int = 8
 ) -> MaxLengthAdvice:
-    """The p99 length rounded up to ``multiple`` (capped at the model's ``limit``)."""
+    """The p99 length rounded up to ``multiple`` (capped at the model's ``limit``).
+
+    Raising is suggested when more than 1 % of rows are cut; lowering only when it saves at
+    least :data:`WORTH_LOWERING` of the tokens or halves the longest batch; else keep.
+    """
     p99 = percentile(lengths, 99)
     suggested = max(multiple, math.ceil(p99 / multiple) * multiple)
     if limit:
         suggested = min(suggested, limit)
-    if current >= p99 and current <= suggested:
-        suggested = current  # already covers 99 % without waste worth a change
     longest = max(lengths, default=0)
+    if suggested > current and current >= p99:
+        suggested = current  # 99 % of rows already fit
+    if suggested < current:
+        now = sum(min(n, current) for n in lengths)
+        saved = now - sum(min(n, suggested) for n in lengths)
+        halves = min(longest, current) >= 2 * min(longest, suggested)
+        if not (now and saved / now >= WORTH_LOWERING) and not halves:
+            suggested = current  # it already covers 99 % without waste worth a change
     return MaxLengthAdvice(
         suggested=suggested,
         current=current,

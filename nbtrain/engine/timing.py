@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -52,6 +53,9 @@ class TimeEstimate:
     #: The same estimate in CPU seconds of this process: what a busier or idler machine does
     #: not change (the wall time does), so a run can be checked against it on a shared CPU.
     cpu_s: float = 0.0
+    load: float | None = None  # 1-minute load average while timing (None where unknown)
+    cpus: int | None = None
+    threads: int = 1
 
     @property
     def total_s(self) -> float:
@@ -60,6 +64,13 @@ class TimeEstimate:
     @property
     def seconds_per_step(self) -> float:
         return self.train_s / self.optimizer_steps if self.optimizer_steps else 0.0
+
+
+def _load() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
 
 
 def pad_to(n: int, multiple: int | None) -> int:
@@ -168,6 +179,9 @@ def estimate_time(prep: Any, device: Any, precision: str) -> TimeEstimate:
         batch_max_tokens=longest,
         timing_s=time.perf_counter() - t_start,
         cpu_s=train_cpu + eval_cpu,
+        load=_load(),
+        cpus=os.cpu_count(),
+        threads=torch.get_num_threads(),
     )
 
 
