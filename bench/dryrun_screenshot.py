@@ -117,6 +117,8 @@ def main(out: Path) -> None:
             time.sleep(2)
             out.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out / "dry-run-jupyterlab.png"))
+            page.set_viewport_size({"width": 1300, "height": 6000})  # whole outputs in view
+            time.sleep(2)
             reports = page.locator(".jp-OutputArea-output .nbtrain-report")
             for i, name in enumerate(("dry-run-sst2.png", "dry-run-chat.png")):
                 reports.nth(i).scroll_into_view_if_needed()

@@ -426,6 +426,9 @@ def svg_histogram(h: Any, max_length: int, title: str, w: int = 340, hgt: int = 
     """Bars of the histogram with a red dashed line at ``max_length``, as inline SVG."""
     edges, counts = list(h.edges), list(h.counts)
     lo, hi = edges[0], max(edges[-1], max_length + 1)
+    beyond = max_length > 2 * edges[-1]
+    if beyond:  # far right of every row: draw the line at the right edge, labelled with an arrow
+        hi = edges[-1]
     top = max(counts) or 1
     sx = (w - 40) / (hi - lo)
     bars = "".join(
@@ -435,10 +438,6 @@ def svg_histogram(h: Any, max_length: int, title: str, w: int = 340, hgt: int = 
         f" tokens: {c} rows</title></rect>"
         for i, c in enumerate(counts)
     )
-    beyond = max_length > edges[-1]
-    if beyond:  # far right of every row: draw the line at the edge, say where it is
-        hi = edges[-1]
-        sx = (w - 40) / (hi - lo)
     x = 30 + (min(max_length, hi) - lo) * sx
     anchor = " text-anchor='end'" if beyond else ""
     return (
