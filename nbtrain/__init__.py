@@ -30,6 +30,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "compare": ("nbtrain.comparison", "compare"),
     "Comparison": ("nbtrain.comparison", "Comparison"),
     "RunHandle": ("nbtrain.background", "RunHandle"),
+    "inspect": ("nbtrain.preflight", "inspect"),
 }
 
 # Sub-modules reachable as attributes after a plain ``import nbtrain`` (``nbtrain.events.read_events``,
@@ -71,6 +72,7 @@ __all__ = [
     "estimate_memory",
     "finetune",
     "form",
+    "inspect",
     "load_config",
     "load_ipython_extension",
     "load_run",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
     from nbtrain.config import Config, config_help, load_config
     from nbtrain.data import demo_data
     from nbtrain.engine.estimate import estimate_memory
+    from nbtrain.preflight import inspect
     from nbtrain.ui.browser import browse
     from nbtrain.ui.form import form
 

@@ -1,6 +1,6 @@
 """``nbtrain`` on the command line: the same engine, a plain-text progress line.
 
-    nbtrain run CONFIG.yaml [--set key=value ...] [--runs-dir DIR] [--restart] [--dry-run]
+    nbtrain run CONFIG.yaml [--set key=value ...] [--runs-dir DIR] [--restart] [--dry-run [--json]]
     nbtrain runs [--runs-dir DIR]
 
 Works under ``accelerate launch`` too: ``accelerate launch -m nbtrain run config.yaml``.
@@ -38,7 +38,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="check config and data, show steps and examples, do not train",
+        help="report on the data (lengths, truncation, labels, duplicates), memory and time; "
+        "do not train",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="with --dry-run: the report as JSON on stdout"
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -53,11 +57,16 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     if ns.name:
         overrides["name"] = ns.name
     cfg = load_config(ns.config, **overrides)
+    if ns.json and not ns.dry_run:
+        raise ConfigError(
+            "--json goes with --dry-run (the report); a training run has no JSON output."
+        )
     if ns.dry_run:
-        from nbtrain.engine.dryrun import dry_run
+        from nbtrain.preflight import inspect
 
-        print(dry_run(cfg).text())
-        return 0
+        report = inspect(cfg)
+        print(report.to_json() if ns.json else report.text())
+        return 2 if report.error else 0
     ended: list[str] = []
     try:
         result = finetune(

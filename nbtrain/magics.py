@@ -136,7 +136,9 @@ class NbtrainMagics(Magics):
     @magic_arguments()
     @argument("name", nargs="?", help="run name (its folder under runs_dir); re-running resumes")
     @argument(
-        "--dry-run", action="store_true", help="check config and data, show steps; no training"
+        "--dry-run",
+        action="store_true",
+        help="report on the data, memory and time of the run; no training",
     )
     @argument("--restart", action="store_true", help="start the named run over from scratch")
     @argument("--out", metavar="VAR", help="variable for the RunResult (default: NAME or run)")
@@ -180,10 +182,10 @@ class NbtrainMagics(Magics):
         if args.dry_run:
             from IPython.display import display
 
-            from nbtrain.engine.dryrun import dry_run
+            from nbtrain.preflight import inspect
 
             try:
-                report = dry_run(cfg)
+                report = inspect(cfg)
             except ConfigError as e:
                 raise UsageError(str(e)) from None
             display(report)

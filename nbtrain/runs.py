@@ -328,6 +328,14 @@ def find_run(name: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> P
     )
 
 
+def run_env(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``env.json`` (versions, device, and the ``data`` it trained on); {} if none."""
+    try:
+        return dict(json.loads((Path(run_dir) / "env.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def run_task(run_dir: str | os.PathLike) -> str:
     """The task a run trained (from its start event; classification for runs that never started)."""
     for ev in read_events(Path(run_dir)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import time
 import weakref
 from pathlib import Path
@@ -377,21 +378,29 @@ def test_unnamed_cli_config_reuses_its_run(fast_cfg, runs_dir, tmp_path, capsys)
 def test_dry_run_report_forms_and_sections(fast_cfg, tmp_path, capsys):
     from nbtrain.cli import main
     from nbtrain.config import load_config
-    from nbtrain.engine.dryrun import Section, dry_run
+    from nbtrain.engine.dryrun import dry_run
+    from nbtrain.preflight import inspect
 
-    report = dry_run(load_config(fast_cfg))
+    report = dry_run(load_config(fast_cfg), timing=False)
     assert (report.train_rows, report.eval_rows) == (96, 32)
     assert report.labels == ["neg", "pos"]
     assert (report.steps_per_epoch, report.total_steps) == (6, 12)
     assert report.examples[0]["tokens"][0] == "[CLS]"
-    report.sections.append(Section("Memory", ["about 1 MB"]))  # how later checks add theirs
-    assert "== Memory ==" in report.text() and "<h4>Memory</h4>" in report._repr_html_()
-    assert "<h4>Tokenized examples</h4>" in report._repr_html_()
+    view = inspect(fast_cfg, timing=False)
+    html = view._repr_html_()
+    for title in ("Token lengths", "Labels", "Parameters and memory", "Tokenized examples"):
+        assert f"== {title} ==" in view.text() and f">{title}</h4>" in html
+    assert "<svg" in html and "max_length 64" in html
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(fast_cfg))
     assert main(["run", str(path), "--dry-run", "--set", "epochs=1"]) == 0
-    assert "total steps     6" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "total steps     6" in out and "== Time ==" in out and "Estimated training time" in out
+    assert main(["run", str(path), "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_steps"] == 12 and data["data"]["lengths"][0]["split"] == "train"
+    assert data["memory"]["total_bytes"] > 0 and data["time"]["total_s"] > 0
     assert not Path(fast_cfg["runs_dir"]).exists()
 
 

@@ -159,10 +159,12 @@ def test_too_big_for_a_t4_offers_changes_that_fit():
     assert all(o.fits and o.total_bytes <= T4.memory_bytes for o in est.options)
     changes = [o.change for o in est.options]
     assert any(c.startswith("lora") for c in changes)
-    text = est.text()
+    from nbtrain.display.report import memory_html, memory_lines
+
+    text = "\n".join(memory_lines(est))
     assert "DOES NOT FIT" in text and "Changes that make it fit" in text
     assert changes[0] in text
-    assert "does not fit" in est._repr_html_()
+    assert "does not fit" in memory_html(est)
 
 
 def test_fits_on_a100_and_unknown_memory():
@@ -170,7 +172,9 @@ def test_fits_on_a100_and_unknown_memory():
 
     config, task, _ = _configs()["bert"]
     est = estimate_memory(_cfg(), config, A100, task=task)
-    assert est.fits is True and "fits" in est.text()
+    from nbtrain.display.report import memory_lines
+
+    assert est.fits is True and "fits" in "\n".join(memory_lines(est))
     unknown = dataclasses.replace(CPU, memory_bytes=None)
     assert estimate_memory(_cfg(), config, unknown, task=task).fits is None
 

@@ -123,7 +123,10 @@ def test_run_refuses_fp16_and_8bit_optim_on_this_cpu(fast_cfg):
 
 def test_dry_run_reports_memory_and_refuses_the_impossible(fast_cfg):
     from nbtrain.config import load_config
-    from nbtrain.engine.dryrun import dry_run
+    from nbtrain.preflight import inspect
+
+    def dry_run(cfg):
+        return inspect(cfg, timing=False)
 
     cfg = load_config(dict(fast_cfg, lora={"r": 4}))
     report = dry_run(cfg)

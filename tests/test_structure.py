@@ -174,9 +174,6 @@ def test_engine_never_prints_or_imports_ipython() -> None:
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="dry-run and memory reports still build HTML in the engine (issue 13)"
-)
 def test_the_engine_builds_no_html() -> None:
     bad = []
     for mod, tree in MODULES.items():

@@ -400,6 +400,8 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
         from nbtrain.config.refs import unwrap
 
         v = unwrap(value)
+        if f.name == "class_weights" and isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"  # balanced weights from the training labels, computed by the task
         try:
             out = [float(x) for x in list(v)]
         except (TypeError, ValueError):

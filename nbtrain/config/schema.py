@@ -700,7 +700,8 @@ class Config:
         metadata={
             "group": "Training",
             "kind": "float_list",
-            "help": "Per-class loss weights for imbalanced classification.",
+            "help": "Per-class loss weights for imbalanced classification: one number per "
+            "class, or auto (n / (classes x count) from the training labels).",
         },
     )
 

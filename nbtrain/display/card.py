@@ -88,6 +88,9 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
     config = _config(state.info.get("config") or {})
     if config:
         blocks.append(_section("Config", config))
+    data = _data(state.run_dir)
+    if data:
+        blocks.append(_section("Data", data))
     grid = (
         "<div style='display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start'>"
         + "".join(blocks)
@@ -157,6 +160,20 @@ def _config(cfg: dict[str, Any]) -> str:
         for k, v in items
     )
     return f"<table style='border-collapse:collapse;font-size:90%'>{rows}</table>"
+
+
+def _data(run_dir: str | None) -> str:
+    """What the run trained on (env.json's ``data``: lengths, classes, duplicates)."""
+    if not run_dir:
+        return ""
+    from nbtrain.display.report import data_card_rows
+    from nbtrain.runs import run_env
+
+    rows = data_card_rows(run_env(run_dir).get("data") or {})
+    return "".join(
+        f"<div style='font-size:90%'><span style='opacity:.75'>{escape(k)}</span> {escape(v)}</div>"
+        for k, v in rows
+    )
 
 
 def _short(v: Any) -> str:

@@ -27,8 +27,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbtrain.format import fmt_bytes
-
 GiB = 2**30
 
 #: Optimizer state bytes per trainable parameter (Adafactor is computed from shapes).
@@ -84,6 +82,9 @@ class MemoryEstimate:
     precision: str
     notes: tuple[str, ...] = ()
     options: tuple[Option, ...] = field(default_factory=tuple)
+    #: Where ``max_length`` (the activations' tokens per row) came from: "max_length" (every
+    #: row that long) or "longest batch" (the longest batch the data gives).
+    length_source: str = "max_length"
 
     @property
     def model_bytes(self) -> int:
@@ -110,7 +111,11 @@ class MemoryEstimate:
             ("weights", self.weights),
             ("gradients", self.gradients),
             ("optimizer state", self.optimizer),
-            (f"activations (batch {self.batch_size} x {self.max_length} tokens)", self.activations),
+            (
+                f"activations (batch {self.batch_size} x {self.max_length} tokens"
+                + (", longest batch)" if self.length_source == "longest batch" else ")"),
+                self.activations,
+            ),
             ("workspace (allocator, autograd)", self.workspace),
             (
                 "runtime (CUDA context)"
@@ -119,60 +124,6 @@ class MemoryEstimate:
                 self.overhead,
             ),
         ]
-
-    def text(self) -> str:
-        lines = [
-            f"Parameters: {self.params_total:,} total, {self.params_trainable:,} trainable "
-            f"({100 * self.trainable_share:.2f}%)",
-            f"Peak memory estimate ({self.precision}): {fmt_bytes(self.total_bytes)}"
-            + (
-                f" of {fmt_bytes(self.device_bytes)} on {self.device}"
-                if self.device_bytes
-                else f" on {self.device}"
-            )
-            + {True: " - fits", False: " - DOES NOT FIT", None: ""}[self.fits],
-        ]
-        lines += [f"  {name:<44} {fmt_bytes(n):>10}" for name, n in self.rows()]
-        lines += [f"  note: {n}" for n in self.notes]
-        if self.options:
-            lines.append(
-                "Changes that make it fit (cheapest first):"
-                if self.fits is False
-                else "Ways to use less memory:"
-            )
-            lines += [
-                f"  {o.change:<44} {fmt_bytes(o.total_bytes):>10}" + ("" if o.fits else "  (no)")
-                for o in self.options
-            ]
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return self.text()
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        verdict = {True: "fits", False: "<b style='color:#b00'>does not fit</b>", None: ""}
-        rows = "".join(
-            f"<tr><td>{escape(n)}</td><td style='text-align:right'>{fmt_bytes(b)}</td></tr>"
-            for n, b in self.rows()
-        )
-        opts = "".join(
-            f"<tr><td><code>{escape(o.change)}</code></td>"
-            f"<td style='text-align:right'>{fmt_bytes(o.total_bytes)}</td>"
-            f"<td>{'fits' if o.fits else ''}</td></tr>"
-            for o in self.options
-        )
-        device = f" of {fmt_bytes(self.device_bytes)}" if self.device_bytes else ""
-        return (
-            f"<div><b>Memory</b>: {fmt_bytes(self.total_bytes)}{device} on "
-            f"{escape(self.device)} ({escape(self.precision)}) {verdict[self.fits]}<br>"
-            f"<small>{self.params_total:,} parameters, {self.params_trainable:,} trainable "
-            f"({100 * self.trainable_share:.2f}%)</small><table>{rows}</table>"
-            + (f"<b>Changes</b><table>{opts}</table>" if opts else "")
-            + "".join(f"<br><small>{escape(n)}</small>" for n in self.notes)
-            + "</div>"
-        )
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -338,6 +289,8 @@ def estimate_memory(
     max_length: int | None = None,
     model: Any = None,
     suggest: bool = True,
+    longest_batch: int | None = None,
+    runtime_bytes: int | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak memory of training ``cfg`` on ``device``.
 
@@ -349,6 +302,10 @@ def estimate_memory(
         max_length: tokens per example (default ``cfg.data.max_length`` or 512).
         model: a real model instead of ``model_config`` (parameters counted from it).
         suggest: add the cheapest changes that make it fit (or use less memory).
+        longest_batch: tokens per row of the longest batch the data gives (padded); used for
+            the activations instead of ``max_length`` for every row.
+        runtime_bytes: on a CPU, the process's memory before the model loads (measured by the
+            caller) instead of the typical 0.6 GiB.
     """
     from nbtrain.engine.model import device_info, resolve_precision
 
@@ -366,13 +323,29 @@ def estimate_memory(
     if model_config is None:
         model_config = getattr(model, "config", None)
     info = param_info(model, task)
-    return _estimate(
-        cfg, info, model, model_config, dev, task, max_length, suggest, resolve_precision
+    est = _estimate(
+        cfg,
+        info,
+        model,
+        model_config,
+        dev,
+        task,
+        longest_batch or max_length,
+        suggest,
+        resolve_precision,
+        runtime_bytes,
     )
+    if longest_batch:
+        note = (
+            f"Activations at the longest batch the data gives ({est.batch_size} rows x "
+            f"{est.max_length} tokens, padded), not max_length for every row."
+        )
+        est = dataclasses.replace(est, length_source="longest batch", notes=(note, *est.notes[1:]))
+    return est
 
 
 def _estimate(
-    cfg, info, model, model_config, dev, task, max_length, suggest, resolve_precision
+    cfg, info, model, model_config, dev, task, max_length, suggest, resolve_precision, runtime=None
 ) -> MemoryEstimate:
     try:
         precision = resolve_precision(cfg.precision, dev)
@@ -412,13 +385,16 @@ def _estimate(
         workspace = int(0.1 * (weights + gradients + optimizer + activations)) + 64 * 2**20
         overhead = _CUDA_CONTEXT
     else:
-        workspace, overhead = _CPU_WORKSPACE, _CPU_RUNTIME
+        workspace, overhead = _CPU_WORKSPACE, int(runtime or _CPU_RUNTIME)
     notes.append(
         "Activations assume every example is max_length tokens (batches are padded only to their "
         "longest example, so typical use is lower)."
     )
     if dev.kind != "cuda":
-        notes.append("On CPU the runtime is the Python process itself (torch, transformers).")
+        notes.append(
+            "On CPU the runtime is the Python process itself (torch, transformers"
+            + (", measured now)." if runtime else ").")
+        )
     est = MemoryEstimate(
         params_total=total,
         params_trainable=trainable,
@@ -440,13 +416,17 @@ def _estimate(
         est = dataclasses.replace(
             est,
             options=tuple(
-                _options(cfg, est, info, model, model_config, dev, task, s, resolve_precision)
+                _options(
+                    cfg, est, info, model, model_config, dev, task, s, resolve_precision, runtime
+                )
             ),
         )
     return est
 
 
-def _options(cfg, est, info, model, model_config, dev, task, s, resolve_precision) -> list[Option]:
+def _options(
+    cfg, est, info, model, model_config, dev, task, s, resolve_precision, runtime=None
+) -> list[Option]:
     """Cheaper configs, cheapest change first: same result slower, then approximations."""
     from nbtrain.config.schema import LoraConfig
 
@@ -486,7 +466,9 @@ def _options(cfg, est, info, model, model_config, dev, task, s, resolve_precisio
     for change, overrides in cands:
         alt = dataclasses.replace(cfg, **overrides)
         try:
-            e = _estimate(alt, info, model, model_config, dev, task, s, False, resolve_precision)
+            e = _estimate(
+                alt, info, model, model_config, dev, task, s, False, resolve_precision, runtime
+            )
         except Exception:
             continue
         out.append(

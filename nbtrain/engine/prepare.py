@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbtrain.config import Config
@@ -31,6 +31,10 @@ class Prepared:
     labels: list[str] | None
     notices: list[str]
     raw_train_rows: int
+    #: Tokens per row as tokenized (truncated), in the order of the task's prepared rows.
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    #: Rows (of the task's prepared rows) dropped because no label token is left to train.
+    dropped: dict[str, list[int]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -96,6 +100,15 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
             if prepared.eval is not None
             else None
         )
+        lengths = {
+            role: list(ds["length"])
+            for role, ds in (("train", train_tok), ("eval", eval_tok))
+            if ds is not None and "length" in ds.column_names
+        }
+        dropped: dict[str, list[int]] = {}
+        train_tok = _drop_untrained(train_tok, task.name, "train", dropped, notices, max_length)
+        if eval_tok is not None:
+            eval_tok = _drop_untrained(eval_tok, task.name, "eval", dropped, notices, max_length)
         if eval_tok is not None and "length" in eval_tok.column_names:
             # Sorted by length, evaluation batches carry almost no padding. The task keeps the
             # order so it can show the raw text of an evaluated row (example predictions).
@@ -125,7 +138,45 @@ def prepare(cfg: Config, bus: EventBus) -> Prepared:
         labels=prepared.labels,
         notices=notices,
         raw_train_rows=len(raw.train),
+        lengths=lengths,
+        dropped=dropped,
     )
+
+
+def _drop_untrained(
+    ds: Any, task: str, role: str, dropped: dict[str, list[int]], notices: list[str], n: int
+) -> Any:
+    """Drop rows whose labels are all -100 (nothing to learn), saying so; refuse when none stay.
+
+    Truncation can cut a chat's assistant turns or a response away entirely; such a row would
+    add a loss of nothing (or NaN for a batch of them) and train silently on no tokens.
+    """
+    from nbtrain.engine.datastats import SHOW_ROWS, untrained_rows
+    from nbtrain.errors import DataError
+
+    if "labels" not in ds.column_names or not _is_list_feature(ds.features["labels"]):
+        return ds
+    rows = untrained_rows(ds["labels"], shift=task == "causal-lm")
+    if not rows:
+        return ds
+    dropped[role] = rows
+    named = ", ".join(map(str, rows[:SHOW_ROWS])) + (", ..." if len(rows) > SHOW_ROWS else "")
+    if len(rows) == len(ds):
+        raise DataError(
+            f"Every {role} row has no token left to train on after truncation to max_length {n} "
+            f"(all labels are -100; rows {named}). Raise data.max_length, shorten the prompts, "
+            "or set data.train_on: all."
+        )
+    keep = sorted(set(range(len(ds))) - set(rows))
+    notices.append(
+        f"Dropped {len(rows)} {role} rows with no token left to train on after truncation to "
+        f"max_length {n} (all labels -100): rows {named}. Raise data.max_length to keep them."
+    )
+    return ds.select(keep)
+
+
+def _is_list_feature(feature: Any) -> bool:
+    return type(feature).__name__ in ("Sequence", "List", "LargeList")
 
 
 def describe_source(cfg: Config) -> str:

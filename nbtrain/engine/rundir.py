@@ -139,7 +139,14 @@ def _yaml_dump(d: dict[str, Any]) -> str:
     return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
 
 
-def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any) -> None:
+def write_env(
+    run_dir: Path,
+    cfg: Config,
+    device: Any,
+    precision: str,
+    args: Any,
+    data: dict[str, Any] | None = None,
+) -> None:
     from importlib import metadata
 
     versions = {}
@@ -163,6 +170,8 @@ def write_env(run_dir: Path, cfg: Config, device: Any, precision: str, args: Any
         "training_args": _safe_args(args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if data is not None:
+        env["data"] = data  # lengths, truncation, labels, duplicates: what it trained on
     (run_dir / "env.json").write_text(json.dumps(env, indent=1, default=str))
 
 

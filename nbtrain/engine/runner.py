@@ -152,7 +152,16 @@ def run(
             create_run(cfg, run_dir, name)
         if main:
             drop_incomplete(run_dir)
-            write_env(run_dir, cfg, session.dev, session.precision, session.args)
+            from nbtrain.engine.report import summary_for_env
+
+            write_env(
+                run_dir,
+                cfg,
+                session.dev,
+                session.precision,
+                session.args,
+                data=summary_for_env(session.prep),
+            )
             log = EventLog(run_dir / "events.jsonl")
             pending.flush_into(log)
             bus.subscribers[bus.subscribers.index(pending)] = log

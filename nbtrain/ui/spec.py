@@ -234,6 +234,8 @@ def from_widget(spec: FieldSpec, wv: Any, namespace: dict[str, Any] | None = Non
     if spec.kind == "column" and text.isdigit():
         return int(text)
     if spec.kind == "float_list":
+        if text.lower() == "auto":
+            return "auto"  # class_weights: auto
         return [t.strip() for t in text.split(",") if t.strip()]
     return text
 

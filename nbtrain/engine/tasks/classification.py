@@ -91,8 +91,25 @@ class Classification(Task):
             notices=notices,
             eval_from_split=from_split,
         )
-        if self.cfg.class_weights is not None:
+        self.class_weights: list[float] | None = None
+        if self.cfg.class_weights == "auto":
+            if problem != _SINGLE:
+                raise DataError(
+                    "class_weights: auto needs single-label classification data; this data is "
+                    f"{problem.replace('_', '-')}."
+                )
+            from nbtrain.engine.datastats import balanced_weights
+
+            counts = Counter(train["label"])
+            self.class_weights = balanced_weights([counts.get(i, 0) for i in range(len(labels))])
+            notices.append(
+                "class_weights: auto -> "
+                + ", ".join(f"{n} {w:.4g}" for n, w in zip(labels, self.class_weights))
+                + " (n / (classes x count) over the training rows)."
+            )
+        elif self.cfg.class_weights is not None:
             n = len(labels or [])
+            self.class_weights = list(self.cfg.class_weights)
             if problem != _SINGLE or len(self.cfg.class_weights) != n:
                 raise DataError(
                     f"class_weights has {len(self.cfg.class_weights)} values; it needs one per "
@@ -454,7 +471,9 @@ class Classification(Task):
         ]
 
     def compute_loss_func(self) -> Any:
-        weights = self.cfg.class_weights
+        weights = getattr(self, "class_weights", None)
+        if weights is None and isinstance(self.cfg.class_weights, list):
+            weights = self.cfg.class_weights
         if weights is None:
             return None
         import torch
