@@ -13,6 +13,7 @@ from nbtrain.version import __version__
 
 _LAZY = {
     "finetune": "nbtrain.api",
+    "arena": "nbtrain.api",
     "load_run": "nbtrain.api",
     "RunResult": "nbtrain.api",
     "Config": "nbtrain.config",
@@ -31,6 +32,7 @@ __all__ = [
     "RunResult",
     "TrainingFailed",
     "__version__",
+    "arena",
     "browse",
     "config_help",
     "finetune",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from nbtrain.api import RunResult, finetune, load_run
+    from nbtrain.api import RunResult, arena, finetune, load_run
     from nbtrain.config import Config, config_help, load_config
 
 

@@ -155,6 +155,7 @@ _SUBCOMMANDS = {
     "version": "nbtrain, transformers, torch and device",
     "attach": "NAME: reattach the live view of a run",
     "checkpoints": "[NAME]: browse checkpoints",
+    "arena": "MODEL [MODEL ...] [--prompts VAR] [--max-new-tokens N]: generate side by side",
 }
 
 
@@ -282,6 +283,8 @@ class NbtrainMagics(Magics):
             raise UsageError(
                 f"%nbtrain: unknown command {cmd!r}.{did_you_mean(cmd, _SUBCOMMANDS)} {usage}"
             )
+        if cmd == "arena":
+            return self._arena(rest, runs_dir)
         needs_name = cmd in ("show", "config", "attach")
         if (
             (needs_name and len(rest) != 1)
@@ -308,6 +311,47 @@ class NbtrainMagics(Magics):
             if fn is None:
                 return View("%nbtrain checkpoints is not available in this version of nbtrain.")
             return fn(rest[0] if rest else None, runs_dir=folder)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+
+
+    def _arena(self, words: list[str], runs_dir: str | None) -> Any:
+        """``%nbtrain arena A B --prompts VAR --max-new-tokens N``: parse, then ``nbtrain.arena``."""
+        from nbtrain.api import arena
+
+        usage = f"Usage: %nbtrain arena {_SUBCOMMANDS['arena'].split(':')[0]}"
+        models, opts = [], {}
+        it = iter(words)
+        for w in it:
+            if w in ("--prompts", "--max-new-tokens"):
+                value = next(it, None)
+                if value is None:
+                    raise UsageError(f"%nbtrain arena: {w} needs a value. {usage}")
+                opts[w] = value
+            elif w.startswith("--"):
+                flags = ["--prompts", "--max-new-tokens", "--runs-dir"]
+                raise UsageError(
+                    f"%nbtrain arena: unknown flag {w!r}.{did_you_mean(w, flags)} {usage}"
+                )
+            else:
+                models.append(w)
+        if not models:
+            raise UsageError(f"%nbtrain arena needs at least one run or model. {usage}")
+        kwargs: dict[str, Any] = {"runs_dir": self._runs_dir(runs_dir)}
+        if "--prompts" in opts:
+            name = opts["--prompts"].strip("{}")
+            ns = self.shell.user_ns if self.shell is not None else {}
+            if name not in ns:
+                hint = did_you_mean(name, user_names(ns))
+                raise UsageError(f"%nbtrain arena: no notebook variable {name!r}.{hint}")
+            kwargs["prompts"] = ns[name]
+        if "--max-new-tokens" in opts:
+            try:
+                kwargs["max_new_tokens"] = int(opts["--max-new-tokens"])
+            except ValueError:
+                raise UsageError("%nbtrain arena: --max-new-tokens needs a whole number.") from None
+        try:
+            return arena(models, **kwargs)
         except ConfigError as e:
             raise UsageError(str(e)) from None
 

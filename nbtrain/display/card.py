@@ -100,6 +100,7 @@ def card_html(state: RunState, png: bytes | None, problem: str = "") -> str:
         + (f"<div style='opacity:.8'>{escape(problem)}</div>" if problem else "")
         + H.png_img(png, f"curves of run {state.run}")
         + (_section("Evaluations", H.eval_table(state)) if state.evals else "")
+        + H.samples_table(state, state.final_details)
         + H.notices(state)
         + "<div style='opacity:.6;font-size:80%;margin-top:6px'>nbtrain run card, written "
         + time.strftime("%Y-%m-%d %H:%M")

@@ -148,6 +148,51 @@ def eval_table(state: RunState) -> str:
     )
 
 
+#: sample fields in display order, with their column titles
+_SAMPLE_COLUMNS = (
+    ("prompt", "prompt"),
+    ("output", "model output"),
+    ("reference", "reference"),
+    ("chosen", "chosen"),
+    ("rejected", "rejected"),
+    ("reward", "reward"),
+)
+
+
+def samples_table(state: RunState, details: dict | None = None) -> str:
+    """Completions generated at the latest evaluation (causal-lm, seq2seq, post-training), beside
+    the reference or the chosen/rejected answers, and for grpo the reward of each."""
+    details = state.details if details is None else details
+    samples = [s for s in details.get("samples") or [] if isinstance(s, dict)]
+    if not samples:
+        return ""
+    cols = [(k, t) for k, t in _SAMPLE_COLUMNS if any(s.get(k) not in (None, "") for s in samples)]
+    head = "".join(f"<th style='{HEAD}text-align:left'>{t}</th>" for _, t in cols)
+    rows = []
+    for s in samples:
+        cells = []
+        for k, _ in cols:
+            v = s.get(k)
+            if k == "reward" and isinstance(v, (int, float)):
+                parts = s.get("rewards") or {}
+                tip = ", ".join(f"{n} {fmt_num(x) if isinstance(x, float) else x}"
+                                for n, x in parts.items())  # fmt: skip
+                cells.append(f"<td style='{CELL}' title='{escape(tip)}'>{fmt_num(v)}</td>")
+            else:
+                text = "" if v is None else str(v)
+                cells.append(
+                    f"<td style='{CELL}text-align:left;white-space:pre-wrap;max-width:360px;"
+                    f"vertical-align:top'>{escape(text[:600])}</td>"
+                )
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    step = f" (step {state.evals[-1].step:,})" if state.evals and details is state.details else ""
+    return (
+        f"<div style='font-size:90%;margin-top:4px'><b>Samples{step}</b></div>"
+        "<table style='border-collapse:collapse;font-size:85%;margin:2px 0'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def notices(state: RunState) -> str:
     if not state.notices:
         return ""
@@ -239,6 +284,7 @@ def live_html(state: RunState, png: bytes | None, note: str = "") -> str:
         + problem(state)
         + eval_table(state)
         + png_img(png, f"training curves of {state.run}")
+        + samples_table(state)
         + notices(state)
     )
     return wrap(body)
