@@ -197,7 +197,9 @@ class PostTraining(CausalLM):
         if self.cfg.beta is not None:
             kwargs["beta"] = self.cfg.beta
         kwargs.update(self._task_args())
-        kwargs.update(check_trl_args(self.cfg.trl_args, self.training_args_class(), self.name))
+        if self.cfg.trl_args:  # the user's word last; checked against the installed TRL
+            cls = self.training_args_class()
+            kwargs.update(check_trl_args(self.cfg.trl_args, cls, self.name))
         return kwargs
 
     def _task_args(self) -> dict[str, Any]:
