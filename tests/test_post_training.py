@@ -356,3 +356,19 @@ def test_dry_run_reports_preference_data(gpt2: Path, runs_dir: Path) -> None:
     assert report.examples[0]["n_tokens"] > 0  # prompt + chosen, as the model reads them
     assert "dpo data: prompt, chosen, rejected as text" in report.text()
     assert not (runs_dir / "dry").exists()
+
+
+def test_form_has_the_post_training_section_and_reads_reward_refs() -> None:
+    from nbtrain.config.refs import Ref
+    from nbtrain.ui.spec import sections, values_to_raw
+
+    group = [s.key for s in sections()["Post-training"]]
+    assert {"beta", "reward", "num_generations", "max_completion_length", "trl_args"} <= set(group)
+    raw, errors = values_to_raw(
+        {"reward": "{my_reward}, pkg.mod:fn", "num_generations": "8"}, {"my_reward": my_reward}
+    )
+    assert not errors
+    ref, name = raw["reward"]
+    assert isinstance(ref, Ref) and ref.value is my_reward and name == "pkg.mod:fn"
+    _, errors = values_to_raw({"reward": "{missing}"}, {})
+    assert "names no function" in errors["reward"]
