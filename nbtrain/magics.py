@@ -314,7 +314,6 @@ class NbtrainMagics(Magics):
         except ConfigError as e:
             raise UsageError(str(e)) from None
 
-
     def _arena(self, words: list[str], runs_dir: str | None) -> Any:
         """``%nbtrain arena A B --prompts VAR --max-new-tokens N``: parse, then ``nbtrain.arena``."""
         from nbtrain.api import arena

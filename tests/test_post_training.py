@@ -177,7 +177,7 @@ def test_arena_magic_parses_and_rejects_bad_flags() -> None:
     ip.run_line_magic("load_ext", "nbtrain")
     with pytest.raises(UsageError, match="at least one run"):
         ip.run_line_magic("nbtrain", "arena")
-    with pytest.raises(UsageError, match="unknown flag '--promts'.*--prompts"):
+    with pytest.raises(UsageError, match=r"unknown flag '--promts'.*--prompts"):
         ip.run_line_magic("nbtrain", "arena a --promts p")
     with pytest.raises(UsageError, match="no notebook variable 'nope'"):
         ip.run_line_magic("nbtrain", "arena a --prompts nope")
@@ -317,7 +317,7 @@ def test_grpo_raises_the_mean_reward(gpt2: Path, runs_dir: Path) -> None:
             "model": str(gpt2),
             "data": {"train": prompt_rows(16), "eval": prompt_rows(4)},
             "reward": [vowel_reward],
-            "max_steps": 16,
+            "max_steps": 24,
             "batch_size": 8,
             "num_generations": 4,
             "max_completion_length": 6,
@@ -325,7 +325,7 @@ def test_grpo_raises_the_mean_reward(gpt2: Path, runs_dir: Path) -> None:
             "warmup_ratio": 0,
             "logging_steps": 1,
             "eval_strategy": "steps",
-            "eval_steps": 16,
+            "eval_steps": 24,
             "eval_samples": 2,
             "max_new_tokens": 6,
             "runs_dir": str(runs_dir),
@@ -335,13 +335,13 @@ def test_grpo_raises_the_mean_reward(gpt2: Path, runs_dir: Path) -> None:
     )
     assert run.status == "finished"
     rewards = [e.values["reward"] for e in events_of(run.output_dir, "log") if "reward" in e.values]
-    assert len(rewards) == 16
+    assert len(rewards) == 24
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     assert last > first + 0.2, rewards
     logs = [e.values for e in events_of(run.output_dir, "log")]
     assert all("rewards/vowel_reward/mean" in v for v in logs if "reward" in v)
     evals = events_of(run.output_dir, "eval")
-    assert [e.step for e in evals] == [0, 16]
+    assert [e.step for e in evals] == [0, 24]
     sample = evals[-1].details["samples"][0]
     assert sample["rewards"]["vowel_reward"] == vowel_reward([sample["output"]])[0]
 
@@ -372,3 +372,19 @@ def test_form_has_the_post_training_section_and_reads_reward_refs() -> None:
     assert isinstance(ref, Ref) and ref.value is my_reward and name == "pkg.mod:fn"
     _, errors = values_to_raw({"reward": "{missing}"}, {})
     assert "names no function" in errors["reward"]
+
+
+def test_arena_generates_with_seq2seq_and_causal_models(gpt2: Path, tmp_path: Path) -> None:
+    import nbtrain
+    from tests.tiny_models import build_tiny_t5
+
+    t5 = build_tiny_t5(tmp_path / "t5", ["translate colour of sky", "blue sky white snow"])
+    view = nbtrain.arena([t5, gpt2], prompts=["colour of sky", "colour of snow"],
+                         max_new_tokens=3, do_sample=True, seed=1)  # fmt: skip
+    assert [c.task for c in view.result.contenders] == ["seq2seq", "causal-lm"]
+    assert all(len(view.outputs[m]) == 2 for m in view.models)
+    assert view.settings == {"max_new_tokens": 3, "do_sample": True, "temperature": 1.0,
+                             "top_p": 1.0, "seed": 1}  # fmt: skip
+    again = nbtrain.arena([gpt2], prompts=["colour of sky", "colour of snow"],
+                          max_new_tokens=3, do_sample=True, seed=1)  # fmt: skip
+    assert again.outputs["gpt2"] == view.outputs["gpt2"]  # same seed, same samples

@@ -39,7 +39,15 @@ from nbtrain.errors import ConfigError, DataError, did_you_mean
 PROMPT = ("prompt", "instruction", "question", "input")
 COMPLETION = ("completion", "response", "answer", "output")
 # Evaluation metrics TRL reports that say little about the model: kept out of the events.
-_NOISE = ("logits/", "entropy", "num_tokens", "mean_token_accuracy", "clip_ratio/", "step_time")
+_NOISE = (
+    "logits/",
+    "logps/",
+    "entropy",
+    "num_tokens",
+    "mean_token_accuracy",
+    "clip_ratio/",
+    "step_time",
+)
 _NOISE_EVAL = ("completions/min", "completions/max", "_terminated_", "frac_reward_zero_std")
 TRL_HINT = "Install TRL for the post-training tasks: pip install 'nbtrain[post-training]'."
 
@@ -214,7 +222,8 @@ class PostTraining(CausalLM):
                     [c for c in ds.column_names if c not in ("input_ids", "length")]
                 )
         model = kwargs["model"]
-        if self.uses_reference and not hasattr(model, "peft_config"):
+        precompute = bool(self.cfg.trl_args.get("precompute_ref_log_probs"))
+        if self.uses_reference and not hasattr(model, "peft_config") and not precompute:
             # Full fine-tuning: the reference is the model as loaded, frozen (TRL would load it
             # again from model.name_or_path, which an in-memory model does not have).
             ref = copy.deepcopy(model).eval()
