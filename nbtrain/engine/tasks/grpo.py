@@ -17,7 +17,7 @@ from nbtrain.config.refs import unwrap
 from nbtrain.engine.data import RawData
 from nbtrain.engine.tasks._shared import missing_columns, pick_column
 from nbtrain.engine.tasks.base import Prepared, register
-from nbtrain.engine.tasks.preference import PROMPT, PostTraining, is_chat
+from nbtrain.engine.tasks.preference import PROMPT, PostTraining, is_chat, show_prompt
 from nbtrain.errors import ConfigError, DataError
 
 
@@ -122,8 +122,6 @@ class GRPO(PostTraining):
         return list(row["prompt"]) if self.chat else str(row["prompt"])
 
     def _sample(self, row: dict[str, Any], prompt: Any, output: str) -> dict[str, Any]:
-        from nbtrain.engine.tasks.causal_lm import _show
-
         extra = {k: [v] for k, v in row.items() if k not in ("prompt", "input_ids", "length")}
         completion = [{"role": "assistant", "content": output}] if self.chat else output
         scores = {}
@@ -135,7 +133,7 @@ class GRPO(PostTraining):
                 scores[fn.__name__] = f"error: {type(e).__name__}"
         numbers = [v for v in scores.values() if isinstance(v, float)]
         return {
-            "prompt": _show(prompt),
+            "prompt": show_prompt(prompt),
             "output": output,
             "reward": sum(numbers) if numbers else None,
             "rewards": scores,

@@ -63,6 +63,13 @@ def require_trl(task: str) -> None:
         raise ConfigError(f"task: {task} trains with TRL, which is not installed. {TRL_HINT}")
 
 
+def show_prompt(prompt: Any) -> str:
+    """A prompt as one text: chat turns as "role: content" lines."""
+    if isinstance(prompt, list):
+        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in prompt)
+    return str(prompt)
+
+
 def is_chat(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
 
@@ -279,10 +286,8 @@ class PostTraining(CausalLM):
         return {}
 
     def _sample(self, row: dict[str, Any], prompt: Any, output: str) -> dict[str, Any]:
-        from nbtrain.engine.tasks.causal_lm import _show
-
         return {
-            "prompt": _show(prompt),
+            "prompt": show_prompt(prompt),
             "output": output,
             "chosen": self._shown(row.get("chosen")),
             "rejected": self._shown(row.get("rejected")),
@@ -364,11 +369,9 @@ class KTO(PostTraining):
         return ds.remove_columns("label").add_column("label", labels)
 
     def _sample(self, row: dict[str, Any], prompt: Any, output: str) -> dict[str, Any]:
-        from nbtrain.engine.tasks.causal_lm import _show
-
         good = bool(row.get("label"))
         return {
-            "prompt": _show(prompt),
+            "prompt": show_prompt(prompt),
             "output": output,
             ("chosen" if good else "rejected"): self._shown(row.get("completion")),
         }
