@@ -374,6 +374,7 @@ def test_form_has_the_post_training_section_and_reads_reward_refs() -> None:
     assert "names no function" in errors["reward"]
 
 
+@pytest.mark.slow
 def test_arena_generates_with_seq2seq_and_causal_models(gpt2: Path, tmp_path: Path) -> None:
     import nbtrain
     from tests.tiny_models import build_tiny_t5
