@@ -317,6 +317,7 @@ def test_grpo_raises_the_mean_reward(gpt2: Path, runs_dir: Path) -> None:
             "model": str(gpt2),
             "data": {"train": prompt_rows(16), "eval": prompt_rows(4)},
             "reward": [vowel_reward],
+            "beta": 0.02,  # a KL penalty: TRL loads the reference and reports kl
             "max_steps": 24,
             "batch_size": 8,
             "num_generations": 4,
@@ -339,7 +340,8 @@ def test_grpo_raises_the_mean_reward(gpt2: Path, runs_dir: Path) -> None:
     first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
     assert last > first + 0.2, rewards
     logs = [e.values for e in events_of(run.output_dir, "log")]
-    assert all("rewards/vowel_reward/mean" in v for v in logs if "reward" in v)
+    assert all("rewards/vowel_reward/mean" in v and "kl" in v for v in logs if "reward" in v)
+    assert logs[-1]["kl"] > 0  # the policy moved away from the reference
     evals = events_of(run.output_dir, "eval")
     assert [e.step for e in evals] == [0, 24]
     sample = evals[-1].details["samples"][0]
