@@ -391,3 +391,13 @@ def test_arena_generates_with_seq2seq_and_causal_models(gpt2: Path, tmp_path: Pa
     again = nbtrain.arena([gpt2], prompts=["colour of sky", "colour of snow"],
                           max_new_tokens=3, do_sample=True, seed=1)  # fmt: skip
     assert again.outputs["gpt2"] == view.outputs["gpt2"]  # same seed, same samples
+
+
+def test_views_star_the_reward_of_a_grpo_run() -> None:
+    from nbtrain.display.state import RunState
+    from nbtrain.events import Evaluated
+
+    state = RunState()
+    state.update(Evaluated(step=0, epoch=0.0, metrics={"loss": 0.0, "reward": 0.2}))
+    state.update(Evaluated(step=6, epoch=1.0, metrics={"loss": 0.1, "reward": 0.6}))
+    assert state.best_metric == ("reward", True) and state.best_index == 1
