@@ -20,7 +20,6 @@ LoRA, a frozen copy made once from the loaded model (ORPO needs none).
 from __future__ import annotations
 
 import copy
-import inspect
 from typing import Any, ClassVar
 
 from nbtrain.engine.data import RawData
@@ -34,33 +33,18 @@ from nbtrain.engine.tasks._shared import (
 )
 from nbtrain.engine.tasks.base import Prepared, map_tokens, register
 from nbtrain.engine.tasks.causal_lm import CausalLM
-from nbtrain.errors import ConfigError, DataError, did_you_mean
+from nbtrain.engine.tasks.trl_support import (
+    accepted_kwargs,
+    check_trl_args,
+    load_trl,
+    metrics_filter,
+    nbtrain_trainer,
+    require_trl,
+)
+from nbtrain.errors import DataError
 
 PROMPT = ("prompt", "instruction", "question", "input")
 COMPLETION = ("completion", "response", "answer", "output")
-# Evaluation metrics TRL reports that say little about the model: kept out of the events.
-_NOISE = (
-    "logits/",
-    "logps/",
-    "entropy",
-    "num_tokens",
-    "mean_token_accuracy",
-    "clip_ratio/",
-    "step_time",
-)
-_NOISE_EVAL = ("completions/min", "completions/max", "_terminated_", "frac_reward_zero_std")
-TRL_HINT = "Install TRL for the post-training tasks: pip install 'nbtrain[post-training]'."
-
-
-def trl_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("trl") is not None
-
-
-def require_trl(task: str) -> None:
-    if not trl_available():
-        raise ConfigError(f"task: {task} trains with TRL, which is not installed. {TRL_HINT}")
 
 
 def show_prompt(prompt: Any) -> str:
@@ -195,10 +179,10 @@ class PostTraining(CausalLM):
 
     # -- the hooks the runner calls -------------------------------------------------------------
     def training_args_class(self) -> Any:
-        return _load(*self.trl_config)
+        return load_trl(*self.trl_config)
 
     def trainer_class(self) -> Any:
-        return nbtrain_trainer(_load(*self.trl_trainer))
+        return nbtrain_trainer(load_trl(*self.trl_trainer))
 
     def training_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = super().training_args(kwargs)
@@ -236,7 +220,7 @@ class PostTraining(CausalLM):
             ref = copy.deepcopy(model).eval()
             ref.requires_grad_(False)
             kwargs["ref_model"] = ref
-        return _accepted(kwargs, self.trainer_class())
+        return accepted_kwargs(kwargs, self.trainer_class())
 
     # -- evaluation ------------------------------------------------------------------------------
     def callbacks(self) -> list[Any]:
@@ -389,97 +373,3 @@ def _as_bool(value: Any) -> bool | None:
         if v in ("false", "0", "no", "bad", "undesirable", "rejected"):
             return False
     return None
-
-
-# -- shared with grpo ----------------------------------------------------------------------------
-def _load(module: str, name: str) -> Any:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError as e:
-        raise ConfigError(f"{name} could not be imported from TRL ({e}). {TRL_HINT}") from None
-
-
-def check_trl_args(values: dict[str, Any], config_cls: Any, task: str) -> dict[str, Any]:
-    """``trl_args`` checked against the fields of the task's TRL config class."""
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(
-                f"trl_args: {key!r} is not a field of {config_cls.__name__} (task {task}) in "
-                f"the installed TRL.{did_you_mean(key, known)}",
-                field="trl_args",
-            )
-    return dict(values)
-
-
-def _accepted(kwargs: dict[str, Any], trainer_cls: Any) -> dict[str, Any]:
-    """The keyword arguments the trainer's ``__init__`` takes (TRL trainers take no
-    ``compute_loss_func``; some no ``compute_metrics``)."""
-    base = getattr(trainer_cls, "trl_base", trainer_cls)
-    params = inspect.signature(base.__init__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params and (v is not None or k == "model")}
-
-
-def nbtrain_trainer(base: type) -> type:
-    """``base`` (a TRL trainer) made to fit a run folder: no model card README written into
-    it, and with LoRA the adapter-disabled model as the reference instead of TRL's copy of the
-    adapter (a fresh adapter starts at zero, so both are the base model; one is free)."""
-    cached = _TRAINERS.get(base)
-    if cached is not None:
-        return cached
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        import datasets
-
-        was = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # TRL tokenizes with datasets.map: no bars in the view
-        try:
-            base.__init__(self, *args, **kwargs)
-        finally:
-            if was:
-                datasets.enable_progress_bars()
-        inner = self.accelerator.unwrap_model(self.model)
-        if "ref" in (getattr(inner, "peft_config", None) or {}):
-            inner.delete_adapter("ref")
-            inner.set_adapter("default")
-
-    def create_model_card(self: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    attrs = {"__init__": __init__, "create_model_card": create_model_card, "trl_base": base}
-    cls = type(base.__name__, (base,), attrs)
-    cls.__module__ = __name__
-    _TRAINERS[base] = cls
-    return cls
-
-
-_TRAINERS: dict[type, type] = {}
-
-
-def metrics_filter() -> Any:
-    """A callback that leaves TRL's diagnostic metrics (logits, entropy, token counts) out of
-    the events, so the live view's tables show rewards, margins, accuracy and KL."""
-    from transformers import TrainerCallback
-
-    def noisy(key: str, is_eval: bool) -> bool:
-        k = key[5:] if key.startswith("eval_") else key
-        return k.startswith(_NOISE) or (is_eval and any(n in k for n in _NOISE_EVAL))
-
-    class _Filter(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            for k in [k for k in (logs or {}) if noisy(k, False)]:
-                del logs[k]
-
-        def on_evaluate(
-            self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
-        ) -> None:
-            for k in [k for k in (metrics or {}) if noisy(k, True)]:
-                del metrics[k]
-
-    return _Filter()
