@@ -31,6 +31,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Comparison": ("nbtrain.comparison", "Comparison"),
     "RunHandle": ("nbtrain.background", "RunHandle"),
     "inspect": ("nbtrain.preflight", "inspect"),
+    "arena": ("nbtrain.api", "arena"),
 }
 
 # Sub-modules reachable as attributes after a plain ``import nbtrain`` (``nbtrain.events.read_events``,
@@ -64,6 +65,7 @@ __all__ = [
     "RunResult",
     "TrainingFailed",
     "__version__",
+    "arena",
     "attach",
     "browse",
     "compare",
@@ -79,7 +81,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from nbtrain.api import RunResult, finetune, load_run
+    from nbtrain.api import RunResult, arena, finetune, load_run
     from nbtrain.config import Config, config_help, load_config
     from nbtrain.data import demo_data
     from nbtrain.engine.estimate import estimate_memory

@@ -22,7 +22,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Unicode
 
-from nbtrain.config.refs import resolve_refs, user_names  # noqa: F401  (the cell's {name}s)
+from nbtrain.config.refs import resolve_refs, user_names
 from nbtrain.errors import ConfigError, RunInterrupted, TrainingFailed, did_you_mean
 from nbtrain.runviews import View, config_view, runs_view, show_view, version_view
 
@@ -108,6 +108,7 @@ _SUBCOMMANDS = {
     "stop": "NAME: stop a background run after this step, with a checkpoint",
     "compare": "A B [C ...] [--x step|epoch|samples]: curves overlaid, metrics, config diff",
     "checkpoints": "[NAME]: browse checkpoints",
+    "arena": "MODEL [MODEL ...] [--prompts VAR] [--max-new-tokens N]: generate side by side",
 }
 
 
@@ -291,6 +292,8 @@ class NbtrainMagics(Magics):
             )
         if cmd == "compare":
             return self._compare(rest, self._runs_dir(runs_dir))
+        if cmd == "arena":
+            return self._arena(rest, runs_dir)
         needs_name = cmd in ("show", "config", "attach", "stop")
         if (
             (needs_name and len(rest) != 1)
@@ -348,6 +351,46 @@ class NbtrainMagics(Magics):
 
         try:
             return compare(names, runs_dir=folder, x=x)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+
+    def _arena(self, words: list[str], runs_dir: str | None) -> Any:
+        """``%nbtrain arena A B --prompts VAR --max-new-tokens N``: parse, then ``nbtrain.arena``."""
+        from nbtrain.api import arena
+
+        usage = f"Usage: %nbtrain arena {_SUBCOMMANDS['arena'].split(':')[0]}"
+        models, opts = [], {}
+        it = iter(words)
+        for w in it:
+            if w in ("--prompts", "--max-new-tokens"):
+                value = next(it, None)
+                if value is None:
+                    raise UsageError(f"%nbtrain arena: {w} needs a value. {usage}")
+                opts[w] = value
+            elif w.startswith("--"):
+                flags = ["--prompts", "--max-new-tokens", "--runs-dir"]
+                raise UsageError(
+                    f"%nbtrain arena: unknown flag {w!r}.{did_you_mean(w, flags)} {usage}"
+                )
+            else:
+                models.append(w)
+        if not models:
+            raise UsageError(f"%nbtrain arena needs at least one run or model. {usage}")
+        kwargs: dict[str, Any] = {"runs_dir": self._runs_dir(runs_dir)}
+        if "--prompts" in opts:
+            name = opts["--prompts"].strip("{}")
+            ns = self.shell.user_ns if self.shell is not None else {}
+            if name not in ns:
+                hint = did_you_mean(name, user_names(ns))
+                raise UsageError(f"%nbtrain arena: no notebook variable {name!r}.{hint}")
+            kwargs["prompts"] = ns[name]
+        if "--max-new-tokens" in opts:
+            try:
+                kwargs["max_new_tokens"] = int(opts["--max-new-tokens"])
+            except ValueError:
+                raise UsageError("%nbtrain arena: --max-new-tokens needs a whole number.") from None
+        try:
+            return arena(models, **kwargs)
         except ConfigError as e:
             raise UsageError(str(e)) from None
 

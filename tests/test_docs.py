@@ -94,21 +94,36 @@ def _check_magic_line(block: Block, line: str) -> None:
         assert words and words[0] in _SUBCOMMANDS, f"{block.where}: %nbtrain {rest!r}"
 
 
+def _placeholder_function(*args: object, **kwargs: object) -> list:
+    return []
+
+
 class _AnyName(dict):
-    """A notebook namespace where every ``{name}`` exists (as a file name), for config checks."""
+    """A notebook namespace where every ``{name}`` exists: a file name, or a function for the
+    names a config lists as functions (``reward: [{my_reward}]``, ``callbacks``, ...)."""
+
+    def __init__(self, functions: set[str] = frozenset()) -> None:
+        super().__init__()
+        self.functions = functions
 
     def __contains__(self, key: object) -> bool:
         return True
 
-    def __getitem__(self, key: str) -> str:
-        return f"{key}.csv"
+    def __getitem__(self, key: str) -> object:
+        return _placeholder_function if key in self.functions else f"{key}.csv"
 
 
 def _check_finetune_body(block: Block) -> None:
     from nbtrain.magics import build_config
 
     body = block.code.split("\n", 1)[1] if "\n" in block.code else ""
-    build_config(body, _AnyName())
+    functions = {
+        name
+        for line in body.splitlines()
+        if re.match(r"\s*(reward|reward_funcs|compute_metrics|model_init|hp_space)\s*:", line)
+        for name in re.findall(r"\{(\w+)\}", line)
+    }
+    build_config(body, _AnyName(functions))
 
 
 YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment")]  # skipped ones too

@@ -16,6 +16,7 @@ EXPECT = {
     "03_masked_lm.ipynb": "['was']",
     "04_seq2seq.ipynb": lambda text: _colours(text, 2),
     "05_token_classification.ipynb": "'type': 'LOC'",
+    "06_preference.ipynb": "Arena: 3 models, 2 prompts",
 }
 
 

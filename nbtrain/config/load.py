@@ -409,6 +409,12 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
         if any(x < 0 or not math.isfinite(x) for x in out):
             raise _bad(f, value, "non-negative finite numbers", prefix)
         return out
+    if kind == "callables":
+        return _callables(f, value, prefix)
+    if kind == "trl_args":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _bad(f, value, "a mapping of TRL config fields (name: value)", prefix)
+        return dict(value)
     if kind == "column":
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise _bad(f, value, "a column name or a 0-based column position", prefix)
@@ -422,6 +428,29 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
             raise _bad(f, value, "a name, a path or a {notebook_object}", prefix)
         return value
     return value
+
+
+def _callables(f: dataclasses.Field, value: Any, prefix: str) -> list[Any]:
+    """Functions given as ``{name}`` references, objects, or ``'module:function'`` names."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str) and "," in item:  # the form's "{a}, {b}" once split
+            out += _callables(f, [p.strip() for p in item.split(",") if p.strip()], prefix)
+            continue
+        fn = item.value if isinstance(item, Ref) else item
+        if isinstance(item, str):
+            if item.startswith("{") or ":" not in item:
+                raise ConfigError(
+                    f"{prefix}{f.name}: {item!r} is not a function. Write {{my_reward}} for a "
+                    "function defined in the notebook, or 'module:function' for an importable "
+                    "one.",
+                    field=prefix + f.name,
+                )
+        elif not callable(fn):
+            raise _bad(f, item, "functions ({my_reward}) or 'module:function' names", prefix)
+        out.append(item)
+    return out
 
 
 def _range_suffix(f: dataclasses.Field) -> str:

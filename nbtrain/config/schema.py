@@ -17,9 +17,21 @@ import dataclasses
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from nbtrain.config.refs import describe
+from nbtrain.config.refs import Ref, describe
 
-TASKS = ("text-classification", "causal-lm", "masked-lm", "seq2seq", "token-classification")
+TASKS = (
+    "text-classification",
+    "causal-lm",
+    "masked-lm",
+    "seq2seq",
+    "token-classification",
+    "dpo",
+    "orpo",
+    "kto",
+    "grpo",
+)
+#: Post-training tasks (on TRL): they start from a causal LM and evaluate before training.
+POST_TRAINING_TASKS = ("dpo", "orpo", "kto", "grpo")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("auto", "no", "steps", "epoch")
 SAVE_STRATEGIES = ("auto", "no", "steps", "epoch", "best")
@@ -558,6 +570,14 @@ class Config:
         aliases=("generate_max_new_tokens", "max_new_tokens"),
         nullable=False,
     )
+    eval_before_training: bool | None = opt(
+        None,
+        "Evaluate once at step 0, so every curve starts from the base model's score (default: "
+        "yes for dpo, orpo, kto and grpo, no for the other tasks).",
+        group="Evaluation & saving",
+        kind="bool",
+        aliases=("eval_on_start", "baseline"),
+    )
     eval_samples: int = opt(
         3,
         "causal-lm / seq2seq: generated samples from eval prompts recorded at each evaluation "
@@ -656,6 +676,71 @@ class Config:
         kind="str",
     )
 
+    # -- Post-training (dpo, orpo, kto, grpo on TRL) ------------------------------------------
+    beta: float | None = opt(
+        None,
+        "dpo/kto/grpo: weight of the KL penalty to the reference model; orpo: weight of the "
+        "odds-ratio term (default: TRL's, 0.1; grpo 0.0).",
+        group="Post-training",
+        kind="float",
+        minimum=0,
+        common=True,
+    )
+    reward: Any = opt(
+        None,
+        "grpo: reward functions from the notebook, e.g. [{my_reward}, {length_penalty}], or "
+        "'module:function' names. Each is called as f(completions, prompts=..., **columns) and "
+        "returns one number per completion; the rewards add up.",
+        group="Post-training",
+        kind="callables",
+        aliases=("rewards", "reward_funcs"),
+        common=True,
+    )
+    reward_weights: Any = opt(
+        None,
+        "grpo: one weight per reward function (default: all 1).",
+        group="Post-training",
+        kind="float_list",
+    )
+    num_generations: int = opt(
+        4,
+        "grpo: completions sampled per prompt (the group whose rewards are compared). The "
+        "batch size must be a multiple of it.",
+        group="Post-training",
+        kind="int",
+        minimum=2,
+        nullable=False,
+        common=True,
+    )
+    max_completion_length: int = opt(
+        32,
+        "grpo: tokens generated per completion.",
+        group="Post-training",
+        kind="int",
+        minimum=1,
+        nullable=False,
+        common=True,
+    )
+    temperature: float = opt(
+        1.0,
+        "grpo: sampling temperature of the completions.",
+        group="Post-training",
+        kind="float",
+        minimum=0,
+        exclusive_minimum=True,
+        nullable=False,
+    )
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "group": "Post-training",
+            "kind": "trl_args",
+            "help": "Other fields of the task's TRL config (DPOConfig, ORPOConfig, KTOConfig, "
+            "GRPOConfig), e.g. loss_type: ipo; checked against the installed TRL when a run "
+            "starts.",
+        },
+    )
+
     # -- LoRA --------------------------------------------------------------------------------
     lora: LoraConfig | None = field(default=None, metadata={"group": "LoRA", "kind": "lora"})
 
@@ -742,13 +827,23 @@ def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
                 None if value is None else config_to_dict(value, keep_objects=keep_objects)
             )
             continue
-        if kind == "training_args":
+        if kind in ("training_args", "trl_args"):
             out[f.name] = dict(value)
+            continue
+        if kind == "callables" and value is not None and not keep_objects:
+            out[f.name] = [v if isinstance(v, str) else callable_name(v) for v in value]
             continue
         if not keep_objects and not _plain(value):
             value = describe(value)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def callable_name(value: Any) -> str:
+    """How a function from the notebook is written in config.yaml: ``{name}``."""
+    if isinstance(value, Ref):
+        return describe(value)
+    return "{" + getattr(value, "__name__", type(value).__name__) + "}"
 
 
 def _plain(value: Any) -> bool:

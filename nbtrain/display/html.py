@@ -206,7 +206,16 @@ _PREDICTION_COLUMNS = [
     ("predicted", "predicted"),
     ("confidence", "confidence"),
 ]
-_GENERATION_COLUMNS = [("prompt", "prompt"), ("output", "generated"), ("reference", "reference")]
+# generations (causal-lm, seq2seq) and post-training completions (dpo, orpo, kto, grpo)
+_GENERATION_COLUMNS = [
+    ("prompt", "prompt"),
+    ("output", "generated"),
+    ("reference", "reference"),
+    ("chosen", "chosen"),
+    ("rejected", "rejected"),
+    ("reward", "reward"),
+    ("reward_parts", "per reward function"),
+]
 
 
 def _sample_value(v: Any) -> str:
@@ -238,9 +247,20 @@ def model_outputs(state: RunState, *, final: bool = False) -> str:
             ", most confident mistakes first" if wrong else ", no mistakes among them"
         )
         return samples_table(rows, _PREDICTION_COLUMNS, title=title, mark="correct")
-    samples = details.get("samples")
+    samples = [s for s in details.get("samples") or [] if isinstance(s, dict)]
     if samples:
-        columns = [c for c in _GENERATION_COLUMNS if any(s.get(c[0]) for s in samples)]
+        samples = [
+            dict(
+                s,
+                reward_parts=", ".join(f"{k} {_sample_value(v)}" for k, v in s["rewards"].items()),
+            )
+            if isinstance(s.get("rewards"), dict)
+            else s
+            for s in samples
+        ]
+        columns = [
+            c for c in _GENERATION_COLUMNS if any(s.get(c[0]) not in (None, "") for s in samples)
+        ]
         return samples_table(samples, columns, title=f"Generated samples{at}")
     return ""
 

@@ -80,7 +80,8 @@ def curves_png(state: RunState, *, card: bool = False, dpi: int = 120) -> bytes:
 def _title(state: RunState) -> str:
     parts = [state.run or "run", state.status]
     metrics = state.final_metrics
-    for key in ("eval_accuracy", "eval_f1", "eval_loss", "train_loss"):
+    headline = ("eval_accuracy", "eval_f1", "eval_rewards/accuracies", "eval_reward", "eval_loss")
+    for key in (*headline, "train_loss"):
         if key in metrics:
             parts.append(f"{key} {fmt_num(metrics[key])}")
     line = "  ·  ".join(parts)

@@ -23,7 +23,13 @@ STAGE_LABELS = {
 # Metrics that describe the evaluation loop itself, not the model.
 _TIMING_SUFFIXES = ("runtime", "per_second")
 # Defaults the engine's tasks use to pick the best checkpoint, in order of preference.
-_BEST_DEFAULTS = (("accuracy", True), ("f1", True), ("mse", False), ("loss", False))
+_BEST_DEFAULTS = (
+    ("accuracy", True),
+    ("f1", True),
+    ("mse", False),
+    ("reward", True),  # grpo picks its best checkpoint by the eval reward
+    ("loss", False),
+)
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "perplexity", "error")
 
 

@@ -64,6 +64,8 @@ class TextRenderer:
                 if not k.endswith(("runtime", "per_second"))
             )
             self._line(f"eval @ step {ev.step} (epoch {ev.epoch:.2f}): {metrics}")
+            for sample in (ev.details or {}).get("samples") or []:
+                self._line("  " + sample_line(sample))
         elif t == "checkpoint":
             self._line(f"saved {ev.path.split('/')[-1]}")
         elif t == "error":
@@ -134,3 +136,19 @@ class TextRenderer:
         if self._open_line:
             self.stream.write("\n")
             self._open_line = False
+
+
+def sample_line(sample: dict[str, Any], width: int = 60) -> str:
+    """One generated sample as a line: prompt -> output [chosen / rejected / reward]."""
+
+    def cut(v: Any) -> str:
+        text = " ".join(str(v).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    line = f"{cut(sample.get('prompt', ''))!r} -> {cut(sample.get('output', ''))!r}"
+    for key in ("reference", "chosen", "rejected"):
+        if sample.get(key):
+            line += f"  {key}: {cut(sample[key])!r}"
+    if isinstance(sample.get("reward"), (int, float)):
+        line += f"  reward {sample['reward']:.3f}"
+    return line

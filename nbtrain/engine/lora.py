@@ -23,6 +23,10 @@ TASK_TYPES = {
     "causal-lm": "CAUSAL_LM",
     "seq2seq": "SEQ_2_SEQ_LM",
     "masked-lm": None,
+    "dpo": "CAUSAL_LM",
+    "orpo": "CAUSAL_LM",
+    "kto": "CAUSAL_LM",
+    "grpo": "CAUSAL_LM",
 }
 
 #: ``target_modules: auto`` per ``config.model_type``: the attention projections.

@@ -379,7 +379,7 @@ def _estimate(
         or min(512, getattr(model_config, "max_position_embeddings", 512) or 512)
     )
     arch = _arch(model_config)
-    lm = task in ("causal-lm", "masked-lm", "seq2seq")
+    lm = task in ("causal-lm", "masked-lm", "seq2seq", "dpo", "orpo", "kto", "grpo")
     activations = _activations(cfg, arch, b, s, dtype_bytes, lm, dev.kind)
     if dev.kind == "cuda":  # the caching allocator's fragmentation, cuBLAS workspaces
         workspace = int(0.1 * (weights + gradients + optimizer + activations)) + 64 * 2**20

@@ -288,8 +288,9 @@ class _Session:
             kwargs.setdefault("use_cpu", True)
             kwargs["dataloader_pin_memory"] = False
         try:
-            with _tensorboard_dir(cfg, self.run_dir):
-                self.args = args = TrainingArguments(**kwargs)
+            with _tensorboard_dir(cfg, self.run_dir):  # the task's class: TRL's for post-training
+                args_cls = task.training_args_class() or TrainingArguments
+                self.args = args = args_cls(**task.training_args(kwargs))
         except (ValueError, TypeError) as e:
             raise ConfigError(
                 f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
@@ -310,18 +311,23 @@ class _Session:
         callbacks += list(cfg.callbacks or [])
 
         with _tensorboard_dir(cfg, self.run_dir), quiet_transformers():
-            self.trainer = trainer = (cfg.trainer_class or Trainer)(
-                model=model,
-                args=args,
-                train_dataset=prep.train,
-                eval_dataset=prep.eval,
-                data_collator=task.collator(
-                    prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
-                ),
-                processing_class=prep.tokenizer,
-                compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
-                callbacks=callbacks,
-                compute_loss_func=task.compute_loss_func(),
+            trainer_cls = cfg.trainer_class or task.trainer_class() or Trainer
+            self.trainer = trainer = trainer_cls(
+                **task.trainer_kwargs(
+                    dict(
+                        model=model,
+                        args=args,
+                        train_dataset=prep.train,
+                        eval_dataset=prep.eval,
+                        data_collator=task.collator(
+                            prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
+                        ),
+                        processing_class=prep.tokenizer,
+                        compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
+                        callbacks=callbacks,
+                        compute_loss_func=task.compute_loss_func(),
+                    )
+                )
             )
         trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
         trainer.remove_callback(ProgressCallback)

@@ -243,6 +243,8 @@ def train_surviving(
         return str(c.path) if c else None
 
     while True:
+        if resume:  # eval_before_training is the base model's score: step 0 only, not on resume
+            trainer.args.eval_on_start = False
         try:
             return trainer.train(resume_from_checkpoint=resume), None
         except Exception as e:

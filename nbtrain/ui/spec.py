@@ -112,7 +112,7 @@ class FieldSpec:
             return "dropdown"
         if self.kind in ("lora_switch",):
             return "checkbox"
-        if self.kind == "training_args":
+        if self.kind in ("training_args", "trl_args"):
             return "yaml"
         return "text"
 
@@ -231,6 +231,21 @@ def from_widget(spec: FieldSpec, wv: Any, namespace: dict[str, Any] | None = Non
                 field=spec.key,
             )
         return Ref(name, namespace[name])
+    if spec.kind == "callables":  # "{my_reward}, {length_penalty}" or "module:function"
+        out: list[Any] = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            ref = _REF.match(part)
+            if ref and namespace is not None and ref.group(1) in namespace:
+                out.append(Ref(ref.group(1), namespace[ref.group(1)]))
+            elif ref:
+                raise ConfigError(
+                    f"{spec.key}: {part} names no function in the notebook; define "
+                    f"{ref.group(1)} first.",
+                    field=spec.key,
+                )
+            else:
+                out.append(part)
+        return out
     if spec.kind == "column" and text.isdigit():
         return int(text)
     if spec.kind == "float_list":

@@ -7,7 +7,9 @@ from typing import Any
 from nbtrain.engine.tasks import (
     causal_lm,  # noqa: F401
     classification,  # noqa: F401  (registers itself)
+    grpo,  # noqa: F401  (post-training on TRL; trl is imported only when a run builds)
     masked_lm,  # noqa: F401
+    preference,  # noqa: F401
     seq2seq,  # noqa: F401
     token_classification,  # noqa: F401
 )

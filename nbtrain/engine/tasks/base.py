@@ -9,6 +9,9 @@ The engine calls these hooks in order and knows nothing task-specific:
 4. ``collator(tokenizer)``, ``compute_metrics()``, ``compute_loss_func()``, ``best_metric``;
 5. ``predict(model, tokenizer, inputs)`` for ``RunResult.predict``: every task runs its batches
    through :func:`predict_batches`, truncating at the ``max_length`` the run was trained with.
+6. ``training_args_class()`` / ``training_args(kwargs)`` / ``trainer_class()`` /
+   ``trainer_kwargs(kwargs)``: the Trainer and its arguments (post-training tasks name TRL's
+   trainer and config class here; the default is the stock ``Trainer``).
 
 A new task subclasses :class:`Task` and registers itself with :func:`register`.
 """
@@ -114,6 +117,8 @@ class Task:
     auto_model_class: ClassVar[str] = "AutoModel"
     #: metric that picks the best checkpoint, and whether larger is better
     best_metric: ClassVar[tuple[str, bool]] = ("loss", False)
+    #: post-training tasks (TRL) evaluate before training unless eval_before_training: false
+    post_training: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -161,6 +166,30 @@ class Task:
     def callbacks(self) -> list[Any]:
         """TrainerCallbacks run before nbtrain's event bridge (e.g. generation at eval)."""
         return []
+
+    @property
+    def eval_before_training(self) -> bool:
+        """Evaluate at step 0 (the base model's score starts every curve)."""
+        wanted = getattr(self.cfg, "eval_before_training", None)
+        return self.post_training if wanted is None else bool(wanted)
+
+    def training_args_class(self) -> Any:
+        """The ``TrainingArguments`` subclass this task trains with (None: the stock one)."""
+        return None
+
+    def training_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments for :meth:`training_args_class`, from the translated config."""
+        if self.eval_before_training and kwargs.get("eval_strategy", "no") != "no":
+            kwargs = {**kwargs, "eval_on_start": True}
+        return kwargs
+
+    def trainer_class(self) -> Any:
+        """The Trainer class this task trains with (None: ``transformers.Trainer``)."""
+        return None
+
+    def trainer_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments the Trainer is built with (model, args, datasets, ...)."""
+        return kwargs
 
     def predict(
         self,
