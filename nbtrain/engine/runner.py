@@ -17,6 +17,8 @@ from typing import Any
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.refs import Ref, unwrap
 from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.engine.distributed import process_kwargs
+from nbtrain.engine.launch import check_world, wants_launch
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -116,6 +118,11 @@ def run(
             return Outcome(
                 name=name, run_dir=run_dir, status="finished", metrics=info.metrics, reused=True
             )
+    if wants_launch(cfg):  # processes: N -> accelerate's notebook_launcher, rank 0 reports here
+        from nbtrain.engine.launch import launch
+
+        return Outcome(**launch(cfg, run_dir, name, run, subscribers=subscribers, restart=restart))
+    check_world(cfg)
     if main:
         try:  # a runs_dir that cannot be written is a config error, before any work
             Path(cfg.runs_dir).expanduser().mkdir(parents=True, exist_ok=True)
@@ -275,6 +282,15 @@ class _Session:
         if dev.kind == "cpu":
             kwargs.setdefault("use_cpu", True)
             kwargs["dataloader_pin_memory"] = False
+        process_kwargs(  # DDP loss scale, DeepSpeed "auto" values, FSDP checks
+            cfg,
+            kwargs,
+            task=task.name,
+            world=world_size(),
+            precision=precision,
+            device_kind=dev.kind,
+            total_steps=steps,
+        )
         try:
             with _tensorboard_dir(cfg, self.run_dir):
                 self.args = args = TrainingArguments(**kwargs)
