@@ -222,7 +222,7 @@ def resolve_deepspeed(
     return ds
 
 
-def check_fsdp(cfg: Config, *, world: int) -> dict[str, Any] | None:
+def check_fsdp(cfg: Config, *, world: int, device_kind: str) -> dict[str, Any] | None:
     """The checked ``fsdp_config`` (a file read into a mapping), or None without FSDP."""
     fsdp = cfg.training_args.get("fsdp")
     if fsdp in (None, False, "", []):
@@ -262,13 +262,24 @@ def check_fsdp(cfg: Config, *, world: int) -> dict[str, Any] | None:
             field="fsdp",
         )
     source = cfg.training_args.get("fsdp_config")
-    return read_settings_file(source, "fsdp_config") if source else None
+    settings = read_settings_file(source, "fsdp_config") if source else None
+    if device_kind != "cuda":
+        # Measured with accelerate 1.15 / torch 2.13: on CPU the state is MULTI_CPU, which
+        # accelerate never turns into FSDP, so the run would silently be plain DDP with the
+        # whole model in every process (full model.safetensors, no sharded checkpoint).
+        raise ConfigError(
+            f"fsdp: accelerate runs FSDP on GPUs only; on {device_kind} it would silently train "
+            "plain DDP with the whole model in each process. The FSDP settings checked out: "
+            "run them on GPUs, or remove fsdp to train with processes: N (DDP) here.",
+            field="fsdp",
+        )
+    return settings
 
 
 def check_before_launch(cfg: Config, *, world: int, device_kind: str, precision: str) -> None:
     """Everything checkable before processes start (the parent calls it; so does each run)."""
     resolve_deepspeed(cfg, world=world, precision=precision, device_kind=device_kind)
-    check_fsdp(cfg, world=world)
+    check_fsdp(cfg, world=world, device_kind=device_kind)
 
 
 def process_kwargs(
@@ -293,6 +304,6 @@ def process_kwargs(
     )
     if ds is not None:
         kwargs["deepspeed"] = ds
-    fsdp_config = check_fsdp(cfg, world=world)
+    fsdp_config = check_fsdp(cfg, world=world, device_kind=device_kind)
     if fsdp_config is not None:
         kwargs["fsdp_config"] = fsdp_config
