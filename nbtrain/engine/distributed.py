@@ -63,7 +63,9 @@ def read_settings_file(path: Any, key: str) -> dict[str, Any]:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{key}: {p.name} does not parse as YAML{where}.", field=key) from None
+            raise ConfigError(
+                f"{key}: {p.name} does not parse as YAML{where}.", field=key
+            ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{key}: {p.name} must hold a mapping of settings, not {type(data).__name__}.",
@@ -228,8 +230,7 @@ def check_fsdp(cfg: Config, *, world: int, device_kind: str) -> dict[str, Any] |
     if fsdp in (None, False, "", []):
         if cfg.training_args.get("fsdp_config"):
             raise ConfigError(
-                "fsdp_config is set but fsdp is not; add fsdp: full_shard (or remove "
-                "fsdp_config).",
+                "fsdp_config is set but fsdp is not; add fsdp: full_shard (or remove fsdp_config).",
                 field="fsdp_config",
             )
         return None

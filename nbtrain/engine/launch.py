@@ -106,9 +106,7 @@ def check_launch(cfg: Config, namespace: dict[str, Any] | None = None) -> Launch
     from nbtrain.engine.distributed import check_before_launch
 
     # DeepSpeed / FSDP files, stages, batch sizes: before any process starts
-    check_before_launch(
-        cfg, world=n, device_kind="cuda" if gpu else "cpu", precision=cfg.precision
-    )
+    check_before_launch(cfg, world=n, device_kind="cuda" if gpu else "cpu", precision=cfg.precision)
     method = _start_method()
     if method == "spawn":
         bad = unpicklable(cfg)
@@ -120,7 +118,9 @@ def check_launch(cfg: Config, namespace: dict[str, Any] | None = None) -> Launch
                 "and import it, or pass data as a file path.",
                 field="processes",
             )
-    return LaunchPlan(processes=n, device="gpu" if gpu else "cpu", devices=devices, start_method=method)
+    return LaunchPlan(
+        processes=n, device="gpu" if gpu else "cpu", devices=devices, start_method=method
+    )
 
 
 def _start_method() -> str:

@@ -428,15 +428,17 @@ class _Session:
         """``final/``: written beside, then moved in, so a full disk never leaves half of it."""
         trainer, run_dir, prep = self.trainer, self.run_dir, self.prep
         final_dir, tmp_final = run_dir / "final", run_dir / "final.tmp"
-        shutil.rmtree(tmp_final, ignore_errors=True)
+        main = is_main_process()
+        if main:  # another rank removing it could race rank 0's write into it
+            shutil.rmtree(tmp_final, ignore_errors=True)
         try:
             with _quiet_hf_progress():
                 trainer.save_model(str(tmp_final))
-                if self.cfg.lora is not None:
+                if self.cfg.lora is not None and main:
                     from nbtrain.engine.lora import save_base_config
 
                     save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
-            if is_main_process():  # save_model is collective (DeepSpeed/FSDP); the rest: rank 0
+            if main:  # save_model is collective (DeepSpeed/FSDP); the rest: rank 0
                 if prep is not None and prep.tokenizer is not None:
                     prep.tokenizer.save_pretrained(str(tmp_final))
                 shutil.rmtree(final_dir, ignore_errors=True)
