@@ -156,7 +156,7 @@ def _check_run(run_dir: Path, *, n_train: int, epochs: int, starts: int = 1) -> 
     events = list(read_events(run_dir))
     kinds = [e.type for e in events]
     assert kinds.count("start") == starts and kinds.count("end") == 1, kinds
-    end = [e for e in events if e.type == "end"][0]
+    end = next(e for e in events if e.type == "end")
     assert end.status == "finished"
     assert (run_dir / "card.html").is_file() and (run_dir / "final").is_dir()
     # samples/s counts every process: the whole data set over the training time
@@ -232,7 +232,7 @@ def test_accelerate_launch_end_to_end(tmp_path: Path, tiny_bert_cls: Path) -> No
     runs = tmp_path / "runs"
     assert [p.name for p in runs.iterdir()] == ["ddp"]  # one run folder
     ddp = _check_run(runs / "ddp", n_train=256, epochs=2)
-    start = [e for e in read_events(runs / "ddp") if e.type == "start"][0]
+    start = next(e for e in read_events(runs / "ddp") if e.type == "start")
     assert start.batch_size == 8 and start.total_steps == 64  # 4 per process x 2 processes
 
     _single(["run", "one.yaml"], tmp_path)  # the same global batch (8) in one process
