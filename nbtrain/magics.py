@@ -162,6 +162,13 @@ class NbtrainMagics(Magics):
         action="store_true",
         help="with --background: start now instead of queueing behind this kernel's other run",
     )
+    @argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train in N processes (DDP via accelerate's notebook_launcher); the config's "
+        "processes: key",
+    )
     @no_var_expand  # {name} in --set is ours to resolve, not IPython's string expansion
     @cell_magic
     def finetune(self, line: str, cell: str) -> None:
@@ -174,8 +181,11 @@ class NbtrainMagics(Magics):
         out = args.out or (args.name if _identifier(args.name) else "run")
         if not _identifier(out):
             raise UsageError(f"--out {out!r} is not a Python variable name; try --out result.")
+        overrides = list(args.overrides)
+        if args.processes is not None:
+            overrides.append(f"processes={args.processes}")
         try:
-            cfg = build_config(cell, self.shell.user_ns, name=args.name, overrides=args.overrides)
+            cfg = build_config(cell, self.shell.user_ns, name=args.name, overrides=overrides)
         except ConfigError as e:
             raise UsageError(str(e)) from None
         self._last_runs_dir = cfg.runs_dir

@@ -641,6 +641,16 @@ class Config:
         nullable=False,
     )
 
+    processes: int = opt(
+        1,
+        "Train in N processes (DDP through accelerate's notebook_launcher: one per GPU, or "
+        "gloo processes on CPU). Under `accelerate launch` the launcher decides instead.",
+        group="Precision & memory",
+        kind="int",
+        minimum=1,
+        nullable=False,
+    )
+
     # -- Logging -----------------------------------------------------------------------------
     logging_steps: float | None = opt(
         None,

@@ -20,7 +20,9 @@ from nbtrain.config import Config, config_to_dict, diff_configs
 from nbtrain.config.refs import describe, fingerprint, unwrap
 from nbtrain.errors import ConfigError
 
-_IDENTITY_IGNORED = {"name", "runs_dir", "display"}  # where/how, not what
+# where/how, not what: `processes` like `accelerate launch --num_processes`, so a run
+# started in two processes resumes in one and vice versa
+_IDENTITY_IGNORED = {"name", "runs_dir", "display", "processes"}
 
 
 def default_name(cfg: Config) -> str:
@@ -75,7 +77,7 @@ def locate_run(cfg: Config, *, restart: bool) -> tuple[Path, str, bool]:
     run_dir = Path(cfg.runs_dir).expanduser() / name
     if not is_main_process():
         # Other ranks only read: rank 0 checks, creates or cleans the folder.
-        return run_dir, name, (run_dir / "identity.json").exists()
+        return run_dir, name, not restart and (run_dir / "identity.json").exists()
     if not run_dir.exists():
         return run_dir, name, False
     if not (run_dir / "config.yaml").exists() and any(run_dir.iterdir()):

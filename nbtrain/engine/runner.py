@@ -18,6 +18,8 @@ from nbtrain.config import Config, config_to_dict
 from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
 from nbtrain.engine.callbacks import EventCallback
+from nbtrain.engine.distributed import process_kwargs
+from nbtrain.engine.launch import check_world, wants_launch
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -118,6 +120,11 @@ def run(
             return Outcome(
                 name=name, run_dir=run_dir, status="finished", metrics=info.metrics, reused=True
             )
+    if wants_launch(cfg):  # processes: N -> accelerate's notebook_launcher, rank 0 reports here
+        from nbtrain.engine.launch import launch
+
+        return Outcome(**launch(cfg, run_dir, name, run, subscribers=subscribers, restart=restart))
+    check_world(cfg)
     if main:
         try:  # a runs_dir that cannot be written is a config error, before any work
             Path(cfg.runs_dir).expanduser().mkdir(parents=True, exist_ok=True)
@@ -287,6 +294,15 @@ class _Session:
         if dev.kind == "cpu":
             kwargs.setdefault("use_cpu", True)
             kwargs["dataloader_pin_memory"] = False
+        process_kwargs(  # DDP loss scale, DeepSpeed "auto" values, FSDP checks
+            cfg,
+            kwargs,
+            task=task.name,
+            world=world_size(),
+            precision=precision,
+            device_kind=dev.kind,
+            total_steps=steps,
+        )
         try:
             with _tensorboard_dir(cfg, self.run_dir):  # the task's class: TRL's for post-training
                 args_cls = task.training_args_class() or TrainingArguments
@@ -432,15 +448,17 @@ class _Session:
         """``final/``: written beside, then moved in, so a full disk never leaves half of it."""
         trainer, run_dir, prep = self.trainer, self.run_dir, self.prep
         final_dir, tmp_final = run_dir / "final", run_dir / "final.tmp"
-        shutil.rmtree(tmp_final, ignore_errors=True)
+        main = is_main_process()
+        if main:  # another rank removing it could race rank 0's write into it
+            shutil.rmtree(tmp_final, ignore_errors=True)
         try:
             with _quiet_hf_progress():
                 trainer.save_model(str(tmp_final))
-                if self.cfg.lora is not None:
+                if self.cfg.lora is not None and main:
                     from nbtrain.engine.lora import save_base_config
 
                     save_base_config(trainer.model, tmp_final)  # label maps beside the adapter
-            if is_main_process():  # save_model is collective (DeepSpeed/FSDP); the rest: rank 0
+            if main:  # save_model is collective (DeepSpeed/FSDP); the rest: rank 0
                 if prep is not None and prep.tokenizer is not None:
                     prep.tokenizer.save_pretrained(str(tmp_final))
                 shutil.rmtree(final_dir, ignore_errors=True)
