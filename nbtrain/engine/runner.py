@@ -34,6 +34,7 @@ from nbtrain.engine.rundir import (  # noqa: F401
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
+from nbtrain.engine.trainer_compat import adapt_compute_loss, fix_loss_scaling
 from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
@@ -311,6 +312,10 @@ class _Session:
                 callbacks=callbacks,
                 compute_loss_func=task.compute_loss_func(),
             )
+            # A 4.x compute_loss override runs as written; a per-batch mean loss is divided by
+            # the accumulation steps (see trainer_compat).
+            adapt_compute_loss(trainer)
+            fix_loss_scaling(trainer)
         trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
         trainer.remove_callback(ProgressCallback)
         _resume.install_seeded_sampler(trainer, cfg.seed)  # epoch order from (seed, epoch)
