@@ -83,3 +83,64 @@ def test_gradient_accumulation_loss_matches_the_trainers_own(fast_cfg, tiny_bert
     assert accum.metrics["train_loss"] == pytest.approx(ref, rel=1e-4)
     assert plain_accum.metrics["train_loss"] == pytest.approx(ref, rel=1e-4)
     assert accum.metrics["eval_loss"] == pytest.approx(own.metrics["eval_loss"], rel=1e-4)
+
+
+# -- lora: takes peft's own LoraConfig fields -------------------------------------------------
+
+
+def test_lora_accepts_every_peft_field(fast_cfg):
+    from nbtrain.config import load_config
+
+    lora = {
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "task_type": "SEQ_CLS",
+        "use_rslora": True,
+        "use_dora": True,
+        "init_lora_weights": "gaussian",
+        "layers_to_transform": [0],
+        "rank_pattern": {"query": 2},
+        "target_modules": ["query", "value"],
+    }
+    cfg = load_config({**fast_cfg, "epochs": 1, "lora": lora})
+    assert cfg.lora.alpha == 8 and cfg.lora.dropout == 0.1  # peft's names: nbtrain's aliases
+    assert cfg.lora.peft_args["use_dora"] is True
+    assert cfg.to_dict()["lora"]["use_rslora"] is True  # config.yaml keeps peft's spelling
+    run = nbtrain.finetune(cfg, display="none")
+    assert run.status == "finished"
+    peft_cfg = run.model.peft_config["default"]
+    assert peft_cfg.use_dora and peft_cfg.use_rslora and peft_cfg.layers_to_transform == [0]
+    assert peft_cfg.rank_pattern == {"query": 2} and peft_cfg.init_lora_weights == "gaussian"
+    assert peft_cfg.lora_alpha == 8 and peft_cfg.lora_dropout == 0.1
+    names = [n for n, _ in run.model.named_modules() if n.endswith("lora_magnitude_vector")]
+    assert names and all(".layer.0." in n for n in names)  # DoRA, on layer 0 only
+
+
+def test_lora_unknown_peft_key_has_did_you_mean(fast_cfg):
+    from nbtrain.config import load_config
+    from nbtrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config({**fast_cfg, "lora": {"use_dorra": True}})
+    msg = str(e.value)
+    assert "Unknown key 'lora.use_dorra'" in msg and "Did you mean 'use_dora'" in msg
+    assert "any field of the installed peft's LoraConfig" in msg
+    with pytest.raises(ConfigError, match="peft sets it"):
+        load_config({**fast_cfg, "lora": {"peft_type": "LORA"}})
+
+
+def test_lora_from_a_peft_object_and_wrong_task_type(fast_cfg):
+    from peft import LoraConfig, TaskType
+
+    from nbtrain.config import load_config
+    from nbtrain.errors import ConfigError
+
+    obj = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["query"], task_type=TaskType.SEQ_CLS, use_rslora=True
+    )
+    cfg = load_config({**fast_cfg, "lora": obj})
+    assert cfg.lora.r == 4 and cfg.lora.alpha == 16 and cfg.lora.dropout == 0.0
+    assert cfg.lora.peft_args == {"task_type": "SEQ_CLS", "use_rslora": True}
+    with pytest.raises(ConfigError, match=r"lora\.task_type: 'CAUSAL_LM' does not fit"):
+        nbtrain.finetune({**fast_cfg, "lora": {"task_type": "CAUSAL_LM"}}, display="none")

@@ -18,7 +18,7 @@ import yaml
 
 from nbtrain.config.refs import Ref, describe
 from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map, config_to_dict
-from nbtrain.config.training_fields import installed_training_fields
+from nbtrain.config.training_fields import installed_lora_fields, installed_training_fields
 from nbtrain.errors import ConfigError, did_you_mean
 
 _SECTIONS = {"data": DataConfig, "lora": LoraConfig}
@@ -205,9 +205,7 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         f = known[name]
         kind = f.metadata.get("kind")
         if kind == "lora":
-            cfg_kwargs[name] = (
-                _section(LoraConfig, value, "lora") if value not in (None, False) else None
-            )
+            cfg_kwargs[name] = _lora_section(value) if value not in (None, False) else None
         elif kind == "runtime":
             cfg_kwargs[name] = _runtime(name, value)
         else:
@@ -253,6 +251,86 @@ def _section(cls: type, value: Any, where: str) -> Any:
         except ConfigError as e:
             raise _renamed(e, f"{where}.{name}", f"{where}.{key}") from None
     return cls(**kwargs)
+
+
+# peft LoraConfig fields that peft or nbtrain fill in themselves.
+_OWNED_LORA = {
+    "peft_type": "peft sets it",
+    "auto_mapping": "peft sets it",
+    "peft_version": "peft sets it",
+    "base_model_name_or_path": "it is the run's model",
+    "revision": "it is the run's model",
+    "inference_mode": "a run trains the adapters",
+}
+
+
+def _lora_section(value: Any) -> LoraConfig:
+    """``lora:``: nbtrain's short names, or any field of the installed peft's ``LoraConfig``
+    (or a peft ``LoraConfig`` object from the notebook)."""
+    from nbtrain.config.refs import unwrap
+
+    value = unwrap(value)
+    if value is True:
+        value = {}
+    peft_fields = installed_lora_fields()
+    from_object = dataclasses.is_dataclass(value) and not isinstance(value, (type, LoraConfig))
+    mapping = dict(_as_mapping(value, "lora"))
+    if from_object:
+        # A peft LoraConfig(...) object: what differs from peft's defaults, as plain data; the
+        # fields nbtrain has its own defaults for are always taken as the object holds them.
+        def differs(k: str, v: Any) -> bool:
+            default = peft_fields[k].get("default")
+            return _plain_peft(v) != default and str(v) != default
+
+        mapping = {
+            k: _plain_peft(v)
+            for k, v in mapping.items()
+            if k not in _OWNED_LORA
+            and k in peft_fields
+            and (k in ("r", "lora_alpha", "lora_dropout", "bias") or differs(k, v))
+        }
+    ours = {f.name for f in dataclasses.fields(LoraConfig)} | set(alias_map(LoraConfig))
+    extra = dict(_as_mapping(mapping.pop("peft_args", None) or {}, "lora.peft_args"))
+    for key in list(mapping):
+        if key not in ours:
+            extra[key] = mapping.pop(key)
+    for key in extra:
+        if key in _OWNED_LORA:
+            raise ConfigError(
+                f"'lora.{key}' is not set in a config ({_OWNED_LORA[key]}); remove it.",
+                field=f"lora.{key}",
+            )
+        if key in ours or key not in peft_fields:
+            names = sorted(ours) + [k for k in peft_fields if k not in _OWNED_LORA]
+            known = (
+                "or any field of the installed peft's LoraConfig (use_dora, use_rslora, "
+                "init_lora_weights, layers_to_transform, rank_pattern, ...)"
+                if peft_fields
+                else "(peft is not installed, so its LoraConfig fields are unknown: "
+                "pip install peft)"
+            )
+            raise ConfigError(
+                f"Unknown key 'lora.{key}'.{did_you_mean(key, names)} Keys of 'lora': "
+                f"{', '.join(f.name for f in dataclasses.fields(LoraConfig) if f.name != 'peft_args')}, "
+                f"{known}.",
+                field=f"lora.{key}",
+            )
+    section = _section(LoraConfig, mapping, "lora")
+    section.peft_args = {k: _plain_peft(v) for k, v in extra.items()}
+    return section
+
+
+def _plain_peft(value: Any) -> Any:
+    """peft values as YAML-able data: enums (TaskType.SEQ_CLS) by value, sets as sorted lists."""
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return [_plain_peft(v) for v in value]
+    return value
 
 
 def _runtime(name: str, value: Any) -> Any:

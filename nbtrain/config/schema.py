@@ -267,6 +267,16 @@ class LoraConfig:
         group="LoRA",
         kind="str_list",
     )
+    peft_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "group": "LoRA",
+            "kind": "training_args",
+            "help": "Other fields of peft's LoraConfig (use_dora, use_rslora, init_lora_weights, "
+            "layers_to_transform, rank_pattern, ...), checked against the installed peft; "
+            "they may also be written directly under lora:.",
+        },
+    )
 
 
 @dataclass
@@ -725,6 +735,9 @@ def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
             out[f.name] = (
                 None if value is None else config_to_dict(value, keep_objects=keep_objects)
             )
+            if kind == "lora" and value is not None:
+                # peft's own field names sit beside nbtrain's, as users wrote them.
+                out[f.name].update(out[f.name].pop("peft_args", None) or {})
             continue
         if kind == "training_args":
             out[f.name] = dict(value)

@@ -88,7 +88,7 @@ def model_scales_loss(model: Any) -> bool | None:
         return False  # a CrossEntropyLoss() of its own: a per-batch mean
     try:
         loss_fn = base.loss_function
-    except Exception:  # noqa: BLE001 - an unusual model: leave the Trainer's guess
+    except Exception:
         return None
     try:
         return "num_items_in_batch" in inspect.signature(loss_fn).parameters
