@@ -53,6 +53,7 @@ def test_old_signature_compute_loss_runs_as_written(fast_cfg):
     assert run.metrics["train_loss"] < 1.5  # a per-example mean, not summed over micro-steps
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_loss_matches_the_trainers_own(fast_cfg, tiny_bert, tmp_path):
     """4 micro-batches of 4 with the old-signature override == one batch of 16, Trainer's own loss."""
     model = str(_no_dropout_bert(tiny_bert, tmp_path))
@@ -88,6 +89,7 @@ def test_gradient_accumulation_loss_matches_the_trainers_own(fast_cfg, tiny_bert
 # -- lora: takes peft's own LoraConfig fields -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lora_accepts_every_peft_field(fast_cfg):
     from nbtrain.config import load_config
 
@@ -144,3 +146,153 @@ def test_lora_from_a_peft_object_and_wrong_task_type(fast_cfg):
     assert cfg.lora.peft_args == {"task_type": "SEQ_CLS", "use_rslora": True}
     with pytest.raises(ConfigError, match=r"lora\.task_type: 'CAUSAL_LM' does not fit"):
         nbtrain.finetune({**fast_cfg, "lora": {"task_type": "CAUSAL_LM"}}, display="none")
+
+
+# -- resume_from_checkpoint -------------------------------------------------------------------
+
+
+def _resume_cfg(tiny_bert: Path, sentiment_csv: dict[str, Path], runs: Path, name: str) -> dict:
+    return {
+        "model": str(tiny_bert),
+        "data": {"train": str(sentiment_csv["train"]), "eval": str(sentiment_csv["dev"])},
+        "epochs": 2,
+        "batch_size": 8,
+        "gradient_accumulation_steps": 2,  # 6 optimizer steps per epoch
+        "lr": 1e-3,
+        "runs_dir": str(runs),
+        "name": name,
+        "save_total_limit": None,
+        "load_best_model_at_end": False,
+    }
+
+
+def _starts(run_dir: Path) -> list[tuple[int, str | None]]:
+    from nbtrain.events import read_events
+
+    return [(ev.step, ev.resumed_from) for ev in read_events(run_dir) if ev.type == "start"]
+
+
+@pytest.mark.slow
+def test_resume_from_an_older_checkpoint_of_the_run(tiny_bert, sentiment_csv, runs_dir):
+    import torch
+
+    from nbtrain.events import read_events
+
+    cfg = _resume_cfg(tiny_bert, sentiment_csv, runs_dir, "older")
+    first = nbtrain.finetune(cfg, display="none")
+    straight = {k: v.clone() for k, v in first.model.state_dict().items()}
+    run_dir = runs_dir / "older"
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+
+    again = nbtrain.finetune(
+        {**cfg, "resume_from_checkpoint": str(run_dir / "checkpoint-6")}, display="none"
+    )
+    assert again.status == "finished" and len(_starts(run_dir)) == 2  # trained again
+    assert _starts(run_dir)[-1] == (6, str((run_dir / "checkpoint-6").resolve()))
+    notices = [e.message for e in read_events(run_dir) if e.type == "notice"]
+    assert any(
+        "Resuming from checkpoint-6 (step 6) of this run; the training after it is replaced: "
+        "checkpoint-12, final removed." in m
+        for m in notices
+    )
+    # nbtrain's own checkpoint: the exact-resume guarantee holds (same weights, bit for bit)
+    resumed = again.model.state_dict()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+    # The same cell once more: the run already went on from checkpoint-6; it is reused.
+    third = nbtrain.finetune({**cfg, "resume_from_checkpoint": "checkpoint-6"}, display="none")
+    assert third.status == "finished" and len(_starts(run_dir)) == 2
+
+
+def _plain_trainer_checkpoint(tiny_bert: Path, sentiment_csv: dict[str, Path], out: Path) -> Path:
+    """The tutorial's own Trainer run (no nbtrain): one epoch, a checkpoint at its end."""
+    import pandas as pd
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    df = pd.read_csv(sentiment_csv["train"])
+    df["label"] = (df["label"] == "pos").astype(int)
+    ds = Dataset.from_pandas(df).map(lambda b: tok(b["text"], truncation=True), batched=True)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        save_strategy="epoch",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorWithPadding(tok),
+        processing_class=tok,
+    )
+    trainer.train()
+    return out / "checkpoint-6"
+
+
+@pytest.mark.slow
+def test_resume_from_a_plain_trainer_checkpoint(tiny_bert, sentiment_csv, runs_dir, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    ckpt = _plain_trainer_checkpoint(tiny_bert, sentiment_csv, tmp_path / "results")
+    before = {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()}
+    saved = load_file(str(ckpt / "model.safetensors"))
+    seen = {}
+
+    class FirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            if "w" not in seen:
+                seen["step"] = state.global_step
+                seen["w"] = model.classifier.weight.detach().clone()
+
+    cfg = {
+        **_resume_cfg(tiny_bert, sentiment_csv, runs_dir, "from-plain"),
+        "gradient_accumulation_steps": 1,
+        "batch_size": 16,
+        "resume_from_checkpoint": str(ckpt),
+        "callbacks": [FirstStep()],
+    }
+    run = nbtrain.finetune(cfg, display="none")
+    assert run.status == "finished"
+    assert seen["step"] == 6 and (seen["w"] == saved["classifier.weight"]).all()
+    assert _starts(run.output_dir) == [(6, str(ckpt.resolve()))]
+    assert (run.output_dir / "checkpoint-12").is_dir()
+    assert {p.name: p.stat().st_mtime_ns for p in ckpt.iterdir()} == before  # only read
+
+    # With checkpoints of its own, the run cannot also start from the outside one.
+    other = tmp_path / "results2"
+    shutil.copytree(ckpt.parent, other)
+    with pytest.raises(nbtrain.ConfigError, match="would mix two trainings"):
+        nbtrain.finetune(
+            {**cfg, "resume_from_checkpoint": str(other / "checkpoint-6")}, display="none"
+        )
+
+
+def test_resume_from_a_missing_or_incomplete_checkpoint(fast_cfg, tmp_path):
+    (tmp_path / "results" / "checkpoint-500").mkdir(parents=True)
+    (tmp_path / "results" / "checkpoint-500" / "trainer_state.json").write_text("{}")
+    with pytest.raises(nbtrain.ConfigError) as e:
+        nbtrain.finetune(
+            {**fast_cfg, "resume_from_checkpoint": str(tmp_path / "results" / "checkpoint-1000")},
+            display="none",
+        )
+    assert "does not exist" in str(e.value) and "checkpoint-500" in str(e.value)
+    with pytest.raises(nbtrain.ConfigError) as e:
+        nbtrain.finetune(
+            {**fast_cfg, "resume_from_checkpoint": str(tmp_path / "results" / "checkpoint-500")},
+            display="none",
+        )
+    assert "not a complete checkpoint (missing the model weights, optimizer.pt" in str(e.value)
+    assert not (Path(fast_cfg["runs_dir"]) / fast_cfg["name"]).exists()  # nothing written

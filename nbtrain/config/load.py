@@ -35,7 +35,7 @@ _DATA_AT_TOP = (
     "problem_type",
 )
 # TrainingArguments fields nbtrain owns or derives; writing them under training_args is refused.
-_OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval", "resume_from_checkpoint"}
+_OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval"}
 
 
 def load_config(source: Any = None, /, **overrides: Any) -> Config:
@@ -167,6 +167,8 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         if not isinstance(key, str):
             raise ConfigError(f"Config keys are names; {key!r} is a {type(key).__name__}.")
         name = top_aliases.get(key, key)
+        if name == "resume_from_checkpoint" and isinstance(value, bool):
+            value = None  # true: the newest checkpoint, which a re-run resumes anyway
         if name in known:
             if name in values and key != name:
                 raise ConfigError(f"'{key}' and '{name}' mean the same thing; keep one of them.")
@@ -563,7 +565,6 @@ def _owned_hint(key: str) -> str:
         "output_dir": "set runs_dir and name instead",
         "fp16": "write fp16: true at the top level or precision: fp16",
         "bf16": "write bf16: true at the top level or precision: bf16",
-        "resume_from_checkpoint": "re-run the same name to resume, or use restart",
     }.get(key, "it is set for you")
 
 

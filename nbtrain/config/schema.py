@@ -538,6 +538,13 @@ class Config:
         kind="int",
         minimum=1,
     )
+    resume_from_checkpoint: str | None = opt(
+        None,
+        "Continue from this checkpoint folder: an older one of this run (the newer ones are "
+        "replaced) or one a plain Trainer wrote. Left out: re-running a run resumes its newest.",
+        group="Evaluation & saving",
+        kind="str",
+    )
     per_device_eval_batch_size: int | None = opt(
         None,
         "Evaluation examples per step (default: twice the training batch).",

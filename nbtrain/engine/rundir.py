@@ -20,7 +20,7 @@ from nbtrain.config import Config, config_to_dict, diff_configs
 from nbtrain.config.refs import describe, fingerprint, unwrap
 from nbtrain.errors import ConfigError
 
-_IDENTITY_IGNORED = {"name", "runs_dir", "display"}  # where/how, not what
+_IDENTITY_IGNORED = {"name", "runs_dir", "display", "resume_from_checkpoint"}  # where/how
 
 
 def default_name(cfg: Config) -> str:

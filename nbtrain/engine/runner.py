@@ -34,6 +34,8 @@ from nbtrain.engine.rundir import (  # noqa: F401
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
+from nbtrain.engine.start_from import NOTICE_KIND as START_NOTICE
+from nbtrain.engine.start_from import plan_start
 from nbtrain.engine.trainer_compat import adapt_compute_loss, fix_loss_scaling
 from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
@@ -107,7 +109,8 @@ def run(
     main = is_main_process()
     if not main:
         subscribers = ()  # one progress view and one event log per run, from rank 0
-    if existing:
+    start = plan_start(cfg, run_dir, existing)  # a wrong resume_from_checkpoint: nothing changes
+    if existing and not start.requested:
         info = run_status(run_dir)
         if info.status == "finished" and (run_dir / "final").is_dir():
             for ev in read_events(run_dir):  # replay, so a view shows the finished run
@@ -155,11 +158,13 @@ def run(
             log = EventLog(run_dir / "events.jsonl")
             pending.flush_into(log)
             bus.subscribers[bus.subscribers.index(pending)] = log
+            start.carry_out()  # resume_from_checkpoint: the newer checkpoints it replaces
     except OSError as e:
         session.release()
         raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
-    newest = newest_complete(run_dir) if existing else None
-    return session.train(str(newest.path) if newest else None)
+    if start.requested:
+        bus.emit(Notice(kind=START_NOTICE, message=start.message, data=start.notice_data()))
+    return session.train(start.checkpoint)
 
 
 class _Pending:
