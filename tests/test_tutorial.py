@@ -296,3 +296,36 @@ def test_resume_from_a_missing_or_incomplete_checkpoint(fast_cfg, tmp_path):
         )
     assert "not a complete checkpoint (missing the model weights, optimizer.pt" in str(e.value)
     assert not (Path(fast_cfg["runs_dir"]) / fast_cfg["name"]).exists()  # nothing written
+
+
+# -- logging_dir: ./logs and tensorboard --logdir ./logs --------------------------------------
+
+
+@pytest.mark.slow
+def test_logging_dir_is_where_tensorboard_logdir_finds_the_run(fast_cfg, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    from nbtrain.events import read_events
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {**fast_cfg, "epochs": 1, "report_to": ["tensorboard"], "logging_dir": "./logs"}
+    run = nbtrain.finetune(cfg, display="none")
+    assert run.status == "finished"
+    # what `tensorboard --logdir ./logs` reads: one run per sub-folder, named after the run
+    mux = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "logs"))
+    mux.Reload()
+    assert list(mux.Runs()) == ["tiny"]
+    assert "train/loss" in mux.Runs()["tiny"]["scalars"]
+    notices = [e.message for e in read_events(run.output_dir) if e.type == "notice"]
+    assert any(
+        "TensorBoard logs go to logs/tiny; see them with: tensorboard --logdir ./logs" in m
+        for m in notices
+    )
+
+
+def test_logging_dir_without_tensorboard_says_so(fast_cfg):
+    from nbtrain.config import load_config
+    from nbtrain.engine.runner import _logging_dir_notice
+
+    msg = _logging_dir_notice(load_config({**fast_cfg, "logging_dir": "./logs"}), Path("r/x"))
+    assert "report_to does not name tensorboard" in msg

@@ -653,7 +653,8 @@ class Config:
     )
     logging_dir: str | None = opt(
         None,
-        "TensorBoard folder (default: <run>/tensorboard).",
+        "TensorBoard folder: each run logs to <logging_dir>/<run name>, so tensorboard "
+        "--logdir <logging_dir> shows them side by side (default: <run>/tensorboard).",
         group="Logging",
         kind="str",
     )

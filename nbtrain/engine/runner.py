@@ -289,6 +289,9 @@ class _Session:
                 f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
             ) from None
 
+        tb_notice = _logging_dir_notice(cfg, self.run_dir)
+        if tb_notice:
+            bus.emit(Notice(kind="logging", message=tb_notice))
         self.event_cb = event_cb = EventCallback(bus, task, self.stop)
         # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
         callbacks: list[Any] = [*task.callbacks(), event_cb]
@@ -585,6 +588,31 @@ def _newest(run_dir: Path) -> str | None:
     return str(c.path) if c else None
 
 
+def tensorboard_folder(cfg: Config, run_dir: Path) -> Path:
+    """Where TensorBoard files go: ``<logging_dir>/<run name>`` (so ``tensorboard --logdir
+    <logging_dir>``, the tutorial's command, shows each run as its own line), else
+    ``<run>/tensorboard``."""
+    if cfg.logging_dir:
+        return Path(cfg.logging_dir).expanduser() / run_dir.name
+    return run_dir / "tensorboard"
+
+
+def _logging_dir_notice(cfg: Config, run_dir: Path) -> str | None:
+    if not cfg.logging_dir:
+        return None
+    reporters = cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to]
+    if "tensorboard" in reporters or "all" in reporters:
+        folder = tensorboard_folder(cfg, run_dir)
+        return (
+            f"TensorBoard logs go to {folder}; see them with: tensorboard --logdir "
+            f"{cfg.logging_dir}"
+        )
+    return (
+        f"logging_dir: {cfg.logging_dir} is set but report_to does not name tensorboard, so "
+        "no TensorBoard files are written; add report_to: tensorboard to write them there."
+    )
+
+
 @contextlib.contextmanager
 def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
     """transformers 5 reads the TensorBoard folder from an environment variable."""
@@ -595,7 +623,7 @@ def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
         yield
         return
     old = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.logging_dir or run_dir / "tensorboard"))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_folder(cfg, run_dir))
     try:
         yield
     finally:
