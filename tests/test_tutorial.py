@@ -329,3 +329,51 @@ def test_logging_dir_without_tensorboard_says_so(fast_cfg):
 
     msg = _logging_dir_notice(load_config({**fast_cfg, "logging_dir": "./logs"}), Path("r/x"))
     assert "report_to does not name tensorboard" in msg
+
+
+# -- callbacks given as classes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def ip():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbtrain")
+    return shell
+
+
+def _cell(cfg: dict, *lines: str) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg, sort_keys=False) + "".join(line + "\n" for line in lines)
+
+
+@pytest.mark.slow
+def test_callback_class_runs_and_prints_inside_the_runs_output(ip, fast_cfg):
+    import contextlib
+    import io
+
+    from transformers import TrainerCallback
+
+    class CustomCallback(TrainerCallback):  # the tutorial's: a class, not an instance
+        def on_epoch_end(self, args, state, control, **kwargs):
+            print(f"CustomCallback: epoch {state.epoch:.0f} done at step {state.global_step}")
+
+    ip.user_ns["CustomCallback"] = CustomCallback
+    cfg = {k: v for k, v in fast_cfg.items() if k != "name"}
+    cell = _cell(cfg, "callbacks: [{CustomCallback}]")
+    both = io.StringIO()  # the cell's output: the text view (stderr) and prints (stdout)
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        ip.run_cell_magic("finetune", "cbrun --display text", cell)
+    assert ip.user_ns["cbrun"].status == "finished"
+    lines = both.getvalue().splitlines()
+    prints = [i for i, line in enumerate(lines) if line.startswith("CustomCallback:")]
+    assert [lines[i] for i in prints] == [
+        "CustomCallback: epoch 1 done at step 6",
+        "CustomCallback: epoch 2 done at step 12",
+    ]
+    # inside the run's output: after the view's training began, before its end line
+    started = next(i for i, line in enumerate(lines) if line.startswith("Training cbrun"))
+    ended = next(i for i, line in enumerate(lines) if line.startswith("Finished in"))
+    assert started < prints[0] and prints[-1] < ended, lines
