@@ -377,3 +377,66 @@ def test_callback_class_runs_and_prints_inside_the_runs_output(ip, fast_cfg):
     started = next(i for i, line in enumerate(lines) if line.startswith("Training cbrun"))
     ended = next(i for i, line in enumerate(lines) if line.startswith("Finished in"))
     assert started < prints[0] and prints[-1] < ended, lines
+
+
+# -- hyperparameter search: hp_space(trial) and model_init ------------------------------------
+
+
+def optuna_hp_space(trial):  # the tutorial's, verbatim
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-4, log=True),
+        "per_device_train_batch_size": trial.suggest_categorical(
+            "per_device_train_batch_size", [16, 32, 64]
+        ),
+    }
+
+
+def test_hp_space_function_reads_as_sweep_params():
+    from nbtrain.config.hp_space import hp_space_params
+
+    assert hp_space_params(optuna_hp_space) == {
+        "learning_rate": {"low": 1e-6, "high": 1e-4, "log": True},
+        "per_device_train_batch_size": [16, 32, 64],
+    }
+
+    def old_api(trial):
+        return {
+            "weight_decay": trial.suggest_uniform("weight_decay", 0.0, 0.1),
+            "num_train_epochs": trial.suggest_int("num_train_epochs", 1, 5, step=2),
+            "seed": 7,
+        }
+
+    assert hp_space_params(old_api) == {
+        "weight_decay": {"low": 0.0, "high": 0.1},
+        "num_train_epochs": [1, 3, 5],
+        "seed": [7],
+    }
+
+
+def test_hp_space_that_is_not_a_fixed_space_is_refused():
+    from nbtrain.config.hp_space import hp_space_params
+    from nbtrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="computed from a suggestion"):
+        hp_space_params(lambda t: {"per_device_train_batch_size": 2 ** t.suggest_int("k", 3, 6)})
+    with pytest.raises(ConfigError, match="trial.report"):
+        hp_space_params(lambda t: t.report(0.5, 1))
+    with pytest.raises(ConfigError, match="must return a dict"):
+        hp_space_params(lambda t: None)
+
+
+@pytest.mark.slow
+def test_model_init_gives_the_model(fast_cfg, tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    calls = []
+
+    def model_init(trial):  # the tutorial's signature
+        calls.append(trial)
+        return AutoModelForSequenceClassification.from_pretrained(str(tiny_bert), num_labels=2)
+
+    run = nbtrain.finetune({**fast_cfg, "epochs": 1, "model_init": model_init}, display="none")
+    assert run.status == "finished" and calls == [None]
+    assert run.model.config.num_labels == 2
+    with pytest.raises(nbtrain.ConfigError, match="model_init must be a function"):
+        nbtrain.finetune({**fast_cfg, "model_init": "bert"}, display="none")

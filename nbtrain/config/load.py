@@ -350,6 +350,12 @@ def _runtime(name: str, value: Any) -> Any:
             f"compute_metrics must be a function taking an EvalPrediction; got {describe(value)}.",
             field=name,
         )
+    if name == "model_init" and value is not None and not callable(value):
+        raise ConfigError(
+            f"model_init must be a function returning a model (model_init() or "
+            f"model_init(trial)); got {describe(value)}.",
+            field=name,
+        )
     if name == "trainer_class" and value is not None and not isinstance(value, type):
         raise ConfigError(
             f"trainer_class must be a Trainer subclass (the class, not an instance); got "

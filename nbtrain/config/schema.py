@@ -690,6 +690,15 @@ class Config:
             "help": "A function(EvalPrediction) -> dict replacing the task's metrics.",
         },
     )
+    model_init: Any = field(
+        default=None,
+        metadata={
+            "group": "Runtime",
+            "kind": "runtime",
+            "help": "A function model_init() or model_init(trial) returning the model to train "
+            "(the Trainer's model_init); model: still names the tokenizer's checkpoint.",
+        },
+    )
     trainer_class: Any = field(
         default=None,
         metadata={

@@ -36,7 +36,7 @@ from nbtrain.engine.rundir import (  # noqa: F401
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
 from nbtrain.engine.start_from import NOTICE_KIND as START_NOTICE
 from nbtrain.engine.start_from import plan_start
-from nbtrain.engine.trainer_compat import adapt_compute_loss, fix_loss_scaling
+from nbtrain.engine.trainer_compat import adapt_compute_loss, call_model_init, fix_loss_scaling
 from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
@@ -244,7 +244,9 @@ class _Session:
 
         bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
         set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
-        if isinstance(prep.model_source, str):
+        if cfg.model_init is not None:
+            model = call_model_init(unwrap(cfg.model_init))  # the Trainer's model_init
+        elif isinstance(prep.model_source, str):
             model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
             bus.emit(Notice(kind="model", message=_head_notice(prep)))
         else:

@@ -103,3 +103,22 @@ def fix_loss_scaling(trainer: Any) -> None:
     scales = model_scales_loss(trainer.model)
     if scales is False:
         trainer.model_accepts_loss_kwargs = False
+
+
+def call_model_init(fn: Any) -> Any:
+    """The model from a Trainer-style ``model_init``: ``model_init()`` or ``model_init(trial)``
+    (called with ``trial=None``: a sweep's trial values are already in the run's config)."""
+    try:
+        n = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        n = 0
+    model = fn(None) if n >= 1 else fn()
+    if model is None or not hasattr(model, "parameters"):
+        from nbtrain.errors import ConfigError
+
+        raise ConfigError(
+            f"model_init returned {type(model).__name__}, not a model; it must return e.g. "
+            "AutoModelForSequenceClassification.from_pretrained(...).",
+            field="model_init",
+        )
+    return model
