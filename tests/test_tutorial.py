@@ -419,7 +419,7 @@ def test_hp_space_that_is_not_a_fixed_space_is_refused():
 
     with pytest.raises(ConfigError, match="computed from a suggestion"):
         hp_space_params(lambda t: {"per_device_train_batch_size": 2 ** t.suggest_int("k", 3, 6)})
-    with pytest.raises(ConfigError, match="trial.report"):
+    with pytest.raises(ConfigError, match=r"trial\.report"):
         hp_space_params(lambda t: t.report(0.5, 1))
     with pytest.raises(ConfigError, match="must return a dict"):
         hp_space_params(lambda t: None)
@@ -440,3 +440,24 @@ def test_model_init_gives_the_model(fast_cfg, tiny_bert):
     assert run.model.config.num_labels == 2
     with pytest.raises(nbtrain.ConfigError, match="model_init must be a function"):
         nbtrain.finetune({**fast_cfg, "model_init": "bert"}, display="none")
+
+
+# -- report_to: ["wandb"] without wandb --------------------------------------------------------
+
+
+def test_report_to_wandb_without_wandb_fails_before_training(fast_cfg, monkeypatch):
+    import importlib.util
+
+    from nbtrain.config import load as config_load
+
+    if not hasattr(config_load, "check_reporters"):
+        pytest.skip("the reporter check comes with issue 11 (merged separately)")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    with pytest.raises(nbtrain.ConfigError) as e:
+        nbtrain.finetune({**fast_cfg, "report_to": ["wandb"]}, display="none")
+    msg = str(e.value)
+    assert "\n" not in msg and "report_to: wandb" in msg and "pip install wandb" in msg
+    assert not (Path(fast_cfg["runs_dir"]) / fast_cfg["name"]).exists()
