@@ -461,3 +461,23 @@ def test_report_to_wandb_without_wandb_fails_before_training(fast_cfg, monkeypat
     msg = str(e.value)
     assert "\n" not in msg and "report_to: wandb" in msg and "pip install wandb" in msg
     assert not (Path(fast_cfg["runs_dir"]) / fast_cfg["name"]).exists()
+
+
+def test_sweep_takes_hp_space_as_written():
+    """`sweep: {hp_space: {optuna_hp_space}, direction: maximize, n_trials: 4}` (with the sweep
+    driver of issue 14; skipped until it is merged)."""
+    pytest.importorskip("nbtrain.sweep")
+    from nbtrain.config import load_config
+
+    cfg = load_config(
+        {
+            "model": "m",
+            "data": {"train": "x.csv"},
+            "sweep": {"hp_space": optuna_hp_space, "direction": "maximize", "n_trials": 4},
+        }
+    )
+    assert cfg.sweep.trials == 4 and cfg.sweep.direction == "maximize"
+    assert cfg.sweep.params == {
+        "learning_rate": {"low": 1e-6, "high": 1e-4, "log": True},
+        "per_device_train_batch_size": [16, 32, 64],
+    }
