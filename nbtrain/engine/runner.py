@@ -245,7 +245,8 @@ class _Session:
         bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
         set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
         if cfg.model_init is not None:
-            model = call_model_init(unwrap(cfg.model_init))  # the Trainer's model_init
+            with quiet_transformers():  # no "Loading weights" bars or MISSING-keys table
+                model = call_model_init(unwrap(cfg.model_init))  # the Trainer's model_init
         elif isinstance(prep.model_source, str):
             model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
             bus.emit(Notice(kind="model", message=_head_notice(prep)))
