@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     assert "resumed run ends with the same weights: True" in _text(cell("same = all("))
 
     # LoRA from the tutorial's LoraConfig object
-    assert "8 16 0.1 ['query', 'value']" in _text(cell("adapter = run.model.peft_config"))
+    adapter = _text(cell("adapter = run.model.peft_config"))
+    assert re.search(r"^8 16(\.0)? 0\.1 \['query', 'value'\]$", adapter.strip()), adapter
 
     # model_init and hp_space
     assert "status='finished'" in _text(cell("%%finetune tutorial-model-init"))

@@ -221,7 +221,7 @@ def lora_config(model: Any, cfg: Any, task_name: str) -> Any:
         return LoraConfig(
             task_type=ours,
             r=int(lc.r),
-            lora_alpha=lc.alpha,
+            lora_alpha=int(lc.alpha) if float(lc.alpha).is_integer() else lc.alpha,
             lora_dropout=float(lc.dropout),
             target_modules=targets,
             bias=lc.bias,
