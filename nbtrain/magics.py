@@ -205,7 +205,8 @@ class NbtrainMagics(Magics):
         if args.background:
             self._background(cfg, args, out)
             return
-        reused = not args.restart and _finished(cfg)
+        # resume_from_checkpoint trains a finished run again from the checkpoint it names
+        reused = not args.restart and _finished(cfg) and not cfg.resume_from_checkpoint
         message = self._train(cfg, args, out, reused)
         if message is not None:
             # Raised outside the except block so no traceback (and no tensor) is kept alive.

@@ -19,7 +19,7 @@ import yaml
 
 from nbtrain.config.refs import Ref, describe
 from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map, config_to_dict
-from nbtrain.config.training_fields import installed_training_fields
+from nbtrain.config.training_fields import installed_lora_fields, installed_training_fields
 from nbtrain.errors import ConfigError, did_you_mean
 
 _SECTIONS = {"data": DataConfig, "lora": LoraConfig}
@@ -36,7 +36,7 @@ _DATA_AT_TOP = (
     "problem_type",
 )
 # TrainingArguments fields nbtrain owns or derives; writing them under training_args is refused.
-_OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval", "resume_from_checkpoint"}
+_OWNED_TA = {"output_dir", "fp16", "bf16", "do_train", "do_eval"}
 
 
 def load_config(source: Any = None, /, **overrides: Any) -> Config:
@@ -168,6 +168,8 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         if not isinstance(key, str):
             raise ConfigError(f"Config keys are names; {key!r} is a {type(key).__name__}.")
         name = top_aliases.get(key, key)
+        if name == "resume_from_checkpoint" and isinstance(value, bool):
+            value = None  # true: the newest checkpoint, which a re-run resumes anyway
         if name in known:
             if name in values and key != name:
                 raise ConfigError(f"'{key}' and '{name}' mean the same thing; keep one of them.")
@@ -206,9 +208,7 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         f = known[name]
         kind = f.metadata.get("kind")
         if kind == "lora":
-            cfg_kwargs[name] = (
-                _section(LoraConfig, value, "lora") if value not in (None, False) else None
-            )
+            cfg_kwargs[name] = _lora_section(value) if value not in (None, False) else None
         elif kind == "runtime":
             cfg_kwargs[name] = _runtime(name, value)
         else:
@@ -256,6 +256,86 @@ def _section(cls: type, value: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+# peft LoraConfig fields that peft or nbtrain fill in themselves.
+_OWNED_LORA = {
+    "peft_type": "peft sets it",
+    "auto_mapping": "peft sets it",
+    "peft_version": "peft sets it",
+    "base_model_name_or_path": "it is the run's model",
+    "revision": "it is the run's model",
+    "inference_mode": "a run trains the adapters",
+}
+
+
+def _lora_section(value: Any) -> LoraConfig:
+    """``lora:``: nbtrain's short names, or any field of the installed peft's ``LoraConfig``
+    (or a peft ``LoraConfig`` object from the notebook)."""
+    from nbtrain.config.refs import unwrap
+
+    value = unwrap(value)
+    if value is True:
+        value = {}
+    peft_fields = installed_lora_fields()
+    from_object = dataclasses.is_dataclass(value) and not isinstance(value, (type, LoraConfig))
+    mapping = dict(_as_mapping(value, "lora"))
+    if from_object:
+        # A peft LoraConfig(...) object: what differs from peft's defaults, as plain data; the
+        # fields nbtrain has its own defaults for are always taken as the object holds them.
+        def differs(k: str, v: Any) -> bool:
+            default = peft_fields[k].get("default")
+            return _plain_peft(v) != default and str(v) != default
+
+        mapping = {
+            k: _plain_peft(v)
+            for k, v in mapping.items()
+            if k not in _OWNED_LORA
+            and k in peft_fields
+            and (k in ("r", "lora_alpha", "lora_dropout", "bias") or differs(k, v))
+        }
+    ours = {f.name for f in dataclasses.fields(LoraConfig)} | set(alias_map(LoraConfig))
+    extra = dict(_as_mapping(mapping.pop("peft_args", None) or {}, "lora.peft_args"))
+    for key in list(mapping):
+        if key not in ours:
+            extra[key] = mapping.pop(key)
+    for key in extra:
+        if key in _OWNED_LORA:
+            raise ConfigError(
+                f"'lora.{key}' is not set in a config ({_OWNED_LORA[key]}); remove it.",
+                field=f"lora.{key}",
+            )
+        if key in ours or key not in peft_fields:
+            names = sorted(ours) + [k for k in peft_fields if k not in _OWNED_LORA]
+            known = (
+                "or any field of the installed peft's LoraConfig (use_dora, use_rslora, "
+                "init_lora_weights, layers_to_transform, rank_pattern, ...)"
+                if peft_fields
+                else "(peft is not installed, so its LoraConfig fields are unknown: "
+                "pip install peft)"
+            )
+            raise ConfigError(
+                f"Unknown key 'lora.{key}'.{did_you_mean(key, names)} Keys of 'lora': "
+                f"{', '.join(f.name for f in dataclasses.fields(LoraConfig) if f.name != 'peft_args')}, "
+                f"{known}.",
+                field=f"lora.{key}",
+            )
+    section = _section(LoraConfig, mapping, "lora")
+    section.peft_args = {k: _plain_peft(v) for k, v in extra.items()}
+    return section
+
+
+def _plain_peft(value: Any) -> Any:
+    """peft values as YAML-able data: enums (TaskType.SEQ_CLS) by value, sets as sorted lists."""
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return [_plain_peft(v) for v in value]
+    return value
+
+
 def _runtime(name: str, value: Any) -> Any:
     from nbtrain.config.refs import unwrap
 
@@ -269,6 +349,12 @@ def _runtime(name: str, value: Any) -> Any:
     if name == "compute_metrics" and value is not None and not callable(value):
         raise ConfigError(
             f"compute_metrics must be a function taking an EvalPrediction; got {describe(value)}.",
+            field=name,
+        )
+    if name == "model_init" and value is not None and not callable(value):
+        raise ConfigError(
+            f"model_init must be a function returning a model (model_init() or "
+            f"model_init(trial)); got {describe(value)}.",
             field=name,
         )
     if name == "trainer_class" and value is not None and not isinstance(value, type):
@@ -601,7 +687,6 @@ def _owned_hint(key: str) -> str:
         "output_dir": "set runs_dir and name instead",
         "fp16": "write fp16: true at the top level or precision: fp16",
         "bf16": "write bf16: true at the top level or precision: bf16",
-        "resume_from_checkpoint": "re-run the same name to resume, or use restart",
     }.get(key, "it is set for you")
 
 

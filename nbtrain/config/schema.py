@@ -292,6 +292,16 @@ class LoraConfig:
         group="LoRA",
         kind="str_list",
     )
+    peft_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "group": "LoRA",
+            "kind": "training_args",
+            "help": "Other fields of peft's LoraConfig (use_dora, use_rslora, init_lora_weights, "
+            "layers_to_transform, rank_pattern, ...), checked against the installed peft; "
+            "they may also be written directly under lora:.",
+        },
+    )
 
 
 @dataclass
@@ -553,6 +563,13 @@ class Config:
         kind="int",
         minimum=1,
     )
+    resume_from_checkpoint: str | None = opt(
+        None,
+        "Continue from this checkpoint folder: an older one of this run (the newer ones are "
+        "replaced) or one a plain Trainer wrote. Left out: re-running a run resumes its newest.",
+        group="Evaluation & saving",
+        kind="str",
+    )
     per_device_eval_batch_size: int | None = opt(
         None,
         "Evaluation examples per step (default: twice the training batch).",
@@ -681,7 +698,8 @@ class Config:
     )
     logging_dir: str | None = opt(
         None,
-        "TensorBoard folder (default: <run>/tensorboard).",
+        "TensorBoard folder: each run logs to <logging_dir>/<run name>, so tensorboard "
+        "--logdir <logging_dir> shows them side by side (default: <run>/tensorboard).",
         group="Logging",
         kind="str",
     )
@@ -782,6 +800,15 @@ class Config:
             "help": "A function(EvalPrediction) -> dict replacing the task's metrics.",
         },
     )
+    model_init: Any = field(
+        default=None,
+        metadata={
+            "group": "Runtime",
+            "kind": "runtime",
+            "help": "A function model_init() or model_init(trial) returning the model to train "
+            "(the Trainer's model_init); model: still names the tokenizer's checkpoint.",
+        },
+    )
     trainer_class: Any = field(
         default=None,
         metadata={
@@ -836,6 +863,9 @@ def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
             out[f.name] = (
                 None if value is None else config_to_dict(value, keep_objects=keep_objects)
             )
+            if kind == "lora" and value is not None:
+                # peft's own field names sit beside nbtrain's, as users wrote them.
+                out[f.name].update(out[f.name].pop("peft_args", None) or {})
             continue
         if kind in ("training_args", "trl_args"):
             out[f.name] = dict(value)

@@ -9,11 +9,16 @@ plus the base model's ``config.json`` (so the label maps survive), and :func:`lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import warnings
 from collections.abc import Iterator
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nbtrain.config.training_fields import cache_file, write_cache
 from nbtrain.errors import ConfigError
 
 #: peft task type for each nbtrain task (masked-lm has none: a plain PeftModel).
@@ -73,6 +78,45 @@ _FALLBACK_PATTERNS = (
 
 #: Head modules a classification model initialises fresh: they must train in full.
 HEAD_NAMES = ("pre_classifier", "classifier", "score", "classification_head", "qa_outputs")
+
+
+@lru_cache(maxsize=1)
+def installed_lora_fields() -> dict[str, dict[str, Any]]:
+    """``{name: {"type", "default", "help"}}`` for every field of peft's ``LoraConfig``, cached
+    per peft version (``nbtrain.config.training_fields.installed_lora_fields`` reads the cache)."""
+    try:
+        version = metadata.version("peft")
+    except metadata.PackageNotFoundError:
+        return {}
+    cache = cache_file(version, "lora")
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    from peft import LoraConfig
+
+    out: dict[str, dict[str, Any]] = {}
+    for f in dataclasses.fields(LoraConfig):
+        if not f.init or f.name.startswith("_"):
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        try:
+            json.dumps(default)
+        except TypeError:
+            default = str(default)
+        out[f.name] = {"type": str(f.type), "default": default, "help": f.metadata.get("help", "")}
+    write_cache(cache, out)
+    return out
+
+
+def _peft_value(value: Any) -> Any:
+    """peft enums (TaskType) as their names; YAML has no enums."""
+    return getattr(value, "value", value)
 
 
 def linear_layer_names(model: Any) -> list[str]:
@@ -169,16 +213,34 @@ def lora_config(model: Any, cfg: Any, task_name: str) -> Any:
         for n in modules
         if n and any(module_matches(n, t) for t in targets)
     )
-    return LoraConfig(
-        task_type=TASK_TYPES.get(task_name),
-        fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
-        r=int(lc.r),
-        lora_alpha=lc.alpha,
-        lora_dropout=float(lc.dropout),
-        target_modules=targets,
-        bias=lc.bias,
-        modules_to_save=to_save or None,
-    )
+    ours = TASK_TYPES.get(task_name)
+    extra = dict(getattr(lc, "peft_args", None) or {})
+    theirs = extra.pop("task_type", None)
+    if theirs is not None and str(_peft_value(theirs)).upper() != ours:
+        raise ConfigError(
+            f"lora.task_type: {_peft_value(theirs)!r} does not fit the task {task_name!r}, which "
+            f"uses {ours or 'no peft task type'}. Leave task_type out: nbtrain sets it from "
+            "the task.",
+            field="lora.task_type",
+        )
+    extra.setdefault("fan_in_fan_out", conv1d)  # GPT-2's Conv1D stores its weight transposed
+    try:
+        return LoraConfig(
+            task_type=ours,
+            r=int(lc.r),
+            lora_alpha=int(lc.alpha) if float(lc.alpha).is_integer() else lc.alpha,
+            lora_dropout=float(lc.dropout),
+            target_modules=targets,
+            bias=lc.bias,
+            modules_to_save=to_save or None,
+            **extra,
+        )
+    except (TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"peft's LoraConfig refused the lora: settings: {first}",
+            field="lora",
+        ) from None
 
 
 def apply_lora(model: Any, cfg: Any, task: Any) -> Any:
@@ -280,3 +342,9 @@ def merge_adapter(path: str | Path, out: str | Path, auto_class: str = "AutoMode
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(out))
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(json.dumps(installed_lora_fields()) + "\n")

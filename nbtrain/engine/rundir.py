@@ -21,8 +21,8 @@ from nbtrain.config.refs import describe, fingerprint, unwrap
 from nbtrain.errors import ConfigError
 
 # where/how, not what: `processes` like `accelerate launch --num_processes`, so a run
-# started in two processes resumes in one and vice versa
-_IDENTITY_IGNORED = {"name", "runs_dir", "display", "processes"}
+# started in two processes resumes in one and vice versa; where to start from is not what
+_IDENTITY_IGNORED = {"name", "runs_dir", "display", "processes", "resume_from_checkpoint"}
 
 
 def default_name(cfg: Config) -> str:

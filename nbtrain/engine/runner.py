@@ -37,7 +37,10 @@ from nbtrain.engine.rundir import (  # noqa: F401
     write_env,
 )
 from nbtrain.engine.safety import Guards, disk_error, is_disk_error, nan_error, train_surviving
+from nbtrain.engine.start_from import NOTICE_KIND as START_NOTICE
+from nbtrain.engine.start_from import plan_start
 from nbtrain.engine.stop import StopController
+from nbtrain.engine.trainer_compat import adapt_compute_loss, call_model_init, fix_loss_scaling
 from nbtrain.engine.training_args import translate
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import (
@@ -110,7 +113,8 @@ def run(
     main = is_main_process()
     if not main:
         subscribers = ()  # one progress view and one event log per run, from rank 0
-    if existing:
+    start = plan_start(cfg, run_dir, existing)  # a wrong resume_from_checkpoint: nothing changes
+    if existing and not start.requested:
         info = run_status(run_dir)
         if info.status == "finished" and (run_dir / "final").is_dir():
             for ev in read_events(run_dir):  # replay, so a view shows the finished run
@@ -172,11 +176,13 @@ def run(
             log = EventLog(run_dir / "events.jsonl")
             pending.flush_into(log)
             bus.subscribers[bus.subscribers.index(pending)] = log
+            start.carry_out()  # resume_from_checkpoint: the newer checkpoints it replaces
     except OSError as e:
         session.release()
         raise ConfigError(_unwritable_message(cfg, e), field="runs_dir") from None
-    newest = newest_complete(run_dir) if existing else None
-    return session.train(str(newest.path) if newest else None)
+    if start.requested:
+        bus.emit(Notice(kind=START_NOTICE, message=start.message, data=start.notice_data()))
+    return session.train(start.checkpoint)
 
 
 class _Pending:
@@ -257,7 +263,10 @@ class _Session:
 
         bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
         set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
-        if isinstance(prep.model_source, str):
+        if cfg.model_init is not None:
+            with quiet_transformers():  # no "Loading weights" bars or MISSING-keys table
+                model = call_model_init(unwrap(cfg.model_init))  # the Trainer's model_init
+        elif isinstance(prep.model_source, str):
             model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
             bus.emit(Notice(kind="model", message=_head_notice(prep)))
         else:
@@ -312,6 +321,9 @@ class _Session:
                 f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
             ) from None
 
+        tb_notice = _logging_dir_notice(cfg, self.run_dir)
+        if tb_notice:
+            bus.emit(Notice(kind="logging", message=tb_notice))
         self.event_cb = event_cb = EventCallback(bus, task, self.stop)
         # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
         callbacks: list[Any] = [*task.callbacks(), event_cb]
@@ -345,6 +357,10 @@ class _Session:
                     )
                 )
             )
+            # A 4.x compute_loss override runs as written; a per-batch mean loss is divided by
+            # the accumulation steps (see trainer_compat).
+            adapt_compute_loss(trainer)
+            fix_loss_scaling(trainer)
         trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
         trainer.remove_callback(ProgressCallback)
         _resume.install_seeded_sampler(trainer, cfg.seed)  # epoch order from (seed, epoch)
@@ -613,6 +629,31 @@ def _newest(run_dir: Path) -> str | None:
     return str(c.path) if c else None
 
 
+def tensorboard_folder(cfg: Config, run_dir: Path) -> Path:
+    """Where TensorBoard files go: ``<logging_dir>/<run name>`` (so ``tensorboard --logdir
+    <logging_dir>``, the tutorial's command, shows each run as its own line), else
+    ``<run>/tensorboard``."""
+    if cfg.logging_dir:
+        return Path(cfg.logging_dir).expanduser() / run_dir.name
+    return run_dir / "tensorboard"
+
+
+def _logging_dir_notice(cfg: Config, run_dir: Path) -> str | None:
+    if not cfg.logging_dir:
+        return None
+    reporters = cfg.report_to if isinstance(cfg.report_to, list) else [cfg.report_to]
+    if "tensorboard" in reporters or "all" in reporters:
+        folder = tensorboard_folder(cfg, run_dir)
+        return (
+            f"TensorBoard logs go to {folder}; see them with: tensorboard --logdir "
+            f"{cfg.logging_dir}"
+        )
+    return (
+        f"logging_dir: {cfg.logging_dir} is set but report_to does not name tensorboard, so "
+        "no TensorBoard files are written; add report_to: tensorboard to write them there."
+    )
+
+
 @contextlib.contextmanager
 def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
     """transformers 5 reads the TensorBoard folder from an environment variable."""
@@ -623,7 +664,7 @@ def _tensorboard_dir(cfg: Config, run_dir: Path) -> Any:
         yield
         return
     old = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.logging_dir or run_dir / "tensorboard"))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_folder(cfg, run_dir))
     try:
         yield
     finally:
