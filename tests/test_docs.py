@@ -102,14 +102,17 @@ class _AnyName(dict):
     """A notebook namespace where every ``{name}`` exists: a file name, or a function for the
     names a config lists as functions (``reward: [{my_reward}]``, ``callbacks``, ...)."""
 
-    def __init__(self, functions: set[str] = frozenset()) -> None:
+    def __init__(self, functions: set[str] = frozenset(), classes: dict | None = None) -> None:
         super().__init__()
         self.functions = functions
+        self.classes = classes or {}
 
     def __contains__(self, key: object) -> bool:
         return True
 
     def __getitem__(self, key: str) -> object:
+        if key in self.classes:
+            return self.classes[key]
         return _placeholder_function if key in self.functions else f"{key}.csv"
 
 
@@ -123,7 +126,15 @@ def _check_finetune_body(block: Block) -> None:
         if re.match(r"\s*(reward|reward_funcs|compute_metrics|model_init|hp_space)\s*:", line)
         for name in re.findall(r"\{(\w+)\}", line)
     }
-    build_config(body, _AnyName(functions))
+    classes = {}
+    for line in body.splitlines():
+        m = re.match(r"\s*(trainer_class|callbacks)\s*:", line)
+        if m:
+            from transformers import Trainer, TrainerCallback
+
+            base = Trainer if m.group(1) == "trainer_class" else TrainerCallback
+            classes.update({n: type(n, (base,), {}) for n in re.findall(r"\{(\w+)\}", line)})
+    build_config(body, _AnyName(functions, classes))
 
 
 YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment")]  # skipped ones too
