@@ -15,6 +15,9 @@ _LAZY = {
     "finetune": "nbtrain.api",
     "load_run": "nbtrain.api",
     "RunResult": "nbtrain.api",
+    "load_sweep": "nbtrain.api",
+    "lr_find": "nbtrain.lr_find",
+    "SweepResult": "nbtrain.sweep",
     "Config": "nbtrain.config",
     "load_config": "nbtrain.config",
     "config_help": "nbtrain.config",
@@ -29,6 +32,7 @@ __all__ = [
     "DataError",
     "RunInterrupted",
     "RunResult",
+    "SweepResult",
     "TrainingFailed",
     "__version__",
     "browse",
@@ -38,11 +42,15 @@ __all__ = [
     "load_config",
     "load_ipython_extension",
     "load_run",
+    "load_sweep",
+    "lr_find",
 ]
 
 if TYPE_CHECKING:
-    from nbtrain.api import RunResult, finetune, load_run
+    from nbtrain.api import RunResult, finetune, load_run, load_sweep
     from nbtrain.config import Config, config_help, load_config
+    from nbtrain.lr_find import lr_find
+    from nbtrain.sweep import SweepResult
 
 
 def __getattr__(name: str) -> Any:

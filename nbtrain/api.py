@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbtrain.config import Config, load_config
+from nbtrain.display.image import PNGImage
 from nbtrain.errors import RunInterrupted, TrainingFailed
 from nbtrain.events import Event, read_events
 from nbtrain.format import fmt_short
+
+if TYPE_CHECKING:
+    from nbtrain.sweep import SweepResult
 
 
 def finetune(
@@ -24,11 +28,14 @@ def finetune(
     on_event: Callable[[Event], None] | Iterable[Callable[[Event], None]] | None = None,
     stop: Any = None,
     **overrides: Any,
-) -> RunResult:
+) -> RunResult | SweepResult:
     """Fine-tune a model and return the result.
 
     Calling it again with the same ``name`` and config resumes an unfinished run from its newest
-    complete checkpoint, or returns the finished run without retraining.
+    complete checkpoint, or returns the finished run without retraining. A config with a
+    ``sweep:`` section runs a hyperparameter search instead and returns a
+    :class:`~nbtrain.sweep.SweepResult` (calling it again continues the sweep).
+    ``learning_rate: find`` runs the LR finder first and trains with its suggestion.
 
     Args:
         config: a :class:`Config`, a dict, a YAML path or YAML text.
@@ -49,8 +56,27 @@ def finetune(
     cfg = load_config(config, **overrides)
     if display == "auto" and cfg.display != "auto":
         display = cfg.display  # the config's `display:` key, unless the caller chose one
+    if cfg.sweep is not None:
+        from nbtrain.sweep import run_sweep
+
+        return run_sweep(
+            cfg,
+            restart=restart,
+            display=display,
+            on_event=on_event,
+            stop=stop,
+            train=finetune,
+            load_run=load_run,
+        )
+    from nbtrain.lr_find import resolve_learning_rate
+
+    cfg, keep_curve = resolve_learning_rate(cfg, restart=restart)
     subscribers = _subscribers(display, on_event)
-    outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
+    notices: list[str] = []
+    if keep_curve is not None:
+        subscribers.insert(0, keep_curve)
+        notices.append(keep_curve.message)
+    outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop, notices=notices)
     for fn in subscribers:
         close = getattr(fn, "close", None)
         if callable(close):
@@ -98,6 +124,13 @@ def load_run(name: str | Path, runs_dir: str | Path = "runs") -> RunResult:
     path = find_run(name, runs_dir)
     info = run_status(path)
     return RunResult(name=path.name, output_dir=path, status=info.status, metrics=info.metrics)
+
+
+def load_sweep(name: str | Path, runs_dir: str | Path = "runs") -> SweepResult:
+    """Open a sweep from disk by name or folder (its trials, best run and best config)."""
+    from nbtrain.sweep import SweepResult, find_sweep
+
+    return SweepResult(find_sweep(name, runs_dir), load_run=load_run)
 
 
 class RunResult:
@@ -286,19 +319,4 @@ class RunResult:
         )
 
 
-class PNGImage:
-    """PNG bytes that display in a notebook (``_repr_png_``) and save to a file."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _repr_png_(self) -> bytes:
-        return self.data
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_bytes(self.data)
-        return path
-
-    def __repr__(self) -> str:
-        return f"<PNGImage {len(self.data):,} bytes>"
+__all__ = ["PNGImage", "RunResult", "finetune", "load_run", "load_sweep"]

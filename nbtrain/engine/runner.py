@@ -92,8 +92,10 @@ def run(
     subscribers: list[Subscriber] | tuple[Subscriber, ...] = (),
     restart: bool = False,
     stop: StopController | None = None,
+    notices: tuple[str, ...] | list[str] = (),
 ) -> Outcome:
-    """Train (or resume, or reuse) the run ``cfg`` describes."""
+    """Train (or resume, or reuse) the run ``cfg`` describes; ``notices`` are shown and logged
+    with the data notices (e.g. what ``learning_rate: find`` picked)."""
     try:
         run_dir, name, existing = open_run(cfg, restart=restart)
     except OSError as e:
@@ -128,6 +130,8 @@ def run(
         prep = prepare(cfg, bus)
         for message in prep.notices:
             bus.emit(Notice(kind="data", message=message))
+        for message in notices:
+            bus.emit(Notice(kind="config", message=message))
         return _train(cfg, prep, run_dir, name, bus, stop, resume)
     except (ConfigError, DataError) as e:
         bus.emit(
