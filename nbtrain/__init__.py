@@ -16,7 +16,7 @@ _LAZY = {
     "load_run": "nbtrain.api",
     "RunResult": "nbtrain.api",
     "load_sweep": "nbtrain.api",
-    "lr_find": "nbtrain.lr_find",
+    "lr_find": "nbtrain.lr_finder",
     "SweepResult": "nbtrain.sweep",
     "Config": "nbtrain.config",
     "load_config": "nbtrain.config",
@@ -49,7 +49,7 @@ __all__ = [
 if TYPE_CHECKING:
     from nbtrain.api import RunResult, finetune, load_run, load_sweep
     from nbtrain.config import Config, config_help, load_config
-    from nbtrain.lr_find import lr_find
+    from nbtrain.lr_finder import lr_find
     from nbtrain.sweep import SweepResult
 
 

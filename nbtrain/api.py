@@ -68,7 +68,7 @@ def finetune(
             train=finetune,
             load_run=load_run,
         )
-    from nbtrain.lr_find import resolve_learning_rate
+    from nbtrain.lr_finder import resolve_learning_rate
 
     cfg, keep_curve = resolve_learning_rate(cfg, restart=restart)
     subscribers = _subscribers(display, on_event)
@@ -212,6 +212,15 @@ class RunResult:
         return df
 
     @property
+    def stopped_early(self) -> str | None:
+        """Why early stopping ended the run ("stopped early at epoch 3: no improvement of
+        eval_accuracy in 2 evaluations"), or None when it ran to its last step."""
+        for ev in read_events(self.output_dir):
+            if ev.type == "notice" and ev.kind == "early_stop":
+                return ev.message
+        return None
+
+    @property
     def checkpoints(self) -> list[Any]:
         from nbtrain.runs import list_checkpoints
 
@@ -290,8 +299,12 @@ class RunResult:
             if (k.startswith("eval_") or k == "train_loss")
             and not k.endswith(("runtime", "per_second"))  # timings: in .metrics, not the summary
         )
-        return f"RunResult({self.name!r}, status={self.status!r}" + (
-            f", {metrics})" if metrics else ")"
+        early = self.stopped_early
+        return (
+            f"RunResult({self.name!r}, status={self.status!r}"
+            + (f", {metrics}" if metrics else "")
+            + (f", {early}" if early else "")
+            + ")"
         )
 
     def plot(self, *, confusion: bool = True) -> PNGImage:

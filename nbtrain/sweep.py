@@ -153,7 +153,7 @@ def run_sweep(
             break
         trial = study.ask()
         params = {k: _suggest(trial, k, p) for k, p in spec.params.items()}
-        run_name = trial.user_attrs.get("run") or f"trial-{trial.number}"
+        run_name = trial.user_attrs.get("run") or f"trial-{_run_index(study, trial.number)}"
         trial.set_user_attr("run", run_name)
         base["name"] = run_name
         t0 = time.time()
@@ -359,6 +359,16 @@ def _ended_count(study: Any) -> int:
         1
         for t in study.get_trials(deepcopy=False)
         if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and not t.user_attrs.get("retried")
+    )
+
+
+def _run_index(study: Any, number: int) -> int:
+    """K of a new trial's ``trial-K`` folder: trials retried after an interrupt reuse their
+    folder, so K counts runs, not Optuna's trial numbers."""
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.number < number and not t.user_attrs.get("retried") and t.state.name != "WAITING"
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.refs import Ref, unwrap
-from nbtrain.engine.callbacks import EventCallback, StopController
+from nbtrain.engine.callbacks import EventCallback, StopController, VisibleEarlyStopping
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -166,7 +166,7 @@ def _train(
     stop: StopController,
     resume: str | None,
 ) -> Outcome:
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from nbtrain.engine import resume as _resume
     from nbtrain.engine.model import (
@@ -238,7 +238,7 @@ def _train(
     # Task callbacks first: they add metrics (perplexity, generation) the event bridge records.
     callbacks: list[Any] = [*task.callbacks(), event_cb]
     if cfg.early_stopping_patience and args.load_best_model_at_end:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        callbacks.append(VisibleEarlyStopping(bus, cfg.early_stopping_patience))
     elif cfg.early_stopping_patience:
         raise ConfigError(
             "early_stopping_patience needs evaluation with load_best_model_at_end.",
