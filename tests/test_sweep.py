@@ -160,6 +160,12 @@ def test_sweep_runs_trials_as_runs_and_returns_a_sweep_result(fast_cfg, runs_dir
     # load_sweep reads the same from disk
     again = nbtrain.load_sweep("sw", runs_dir)
     assert again.best_params == res.best_params and again.status == "finished"
+    # after a disconnect, attach rebuilds the panel from the sweep's events
+    from nbtrain.display import attach
+
+    shown.clear()
+    attach("sw", runs_dir, display=display)
+    assert len(shown) == 1 and "★ trial-" in shown[0] and "3/3 trials" in shown[0]
 
 
 def test_stopped_sweep_resumes_with_the_trials_it_had(fast_cfg, runs_dir):

@@ -94,6 +94,20 @@ def attach(name: str, runs_dir: str | Path = "runs", *, display: Any = None) -> 
     folder = Path(name)
     if not (folder / "events.jsonl").exists():
         folder = Path(runs_dir) / str(name)
+    from nbtrain.runs import is_sweep
+
+    if is_sweep(folder) or is_sweep(name):
+        from nbtrain.display.sweep import SWEEPS_LIVE, replay_sweep  # a sweep: its panel
+
+        live_panel = SWEEPS_LIVE.get(Path(folder if is_sweep(folder) else name).name)
+        if live_panel is not None:
+            if display is not None:
+                live_panel._display = display
+            live_panel._handle = None
+            live_panel._draw()
+            return
+        replay_sweep(folder if is_sweep(folder) else Path(name), display=display)
+        return
     if not (folder / "events.jsonl").exists():
         from nbtrain.errors import ConfigError, did_you_mean
 

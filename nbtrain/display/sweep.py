@@ -24,6 +24,9 @@ from nbtrain.display.frontend import Frontend, detect_frontend, resolve_mode
 from nbtrain.events import Event
 from nbtrain.format import fmt_short, fmt_time
 
+# Trial panels of sweeps running in this kernel, by sweep name: what ``attach`` reconnects to.
+SWEEPS_LIVE: dict[str, SweepPanel] = {}
+
 STATE_COLORS = {
     "running": "#0072B2",
     "finished": "#117733",
@@ -306,7 +309,7 @@ def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
         images: list[bytes] = []
         note = ""
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore")  # experimental-API and few-trials warnings
             for draw in (ovm.plot_param_importances, ovm.plot_slice):
                 try:
                     axes = draw(study)
@@ -471,6 +474,8 @@ class SweepPanel:
         t = ev.type
         if t.startswith(("sweep_", "trial_")):
             self.state.update(ev)
+            if t == "sweep_start" and not getattr(self, "_replaying", False):
+                SWEEPS_LIVE[self.state.sweep] = self
             if t == "trial_start":
                 self.trial_view = self._renderer_cls(
                     display=_Capture(self), frontend=self._frontend
@@ -512,6 +517,8 @@ class SweepPanel:
         return f"nbtrain sweep {s.sweep}: {s.ended_count}/{s.total} trials, {s.status}"
 
     def _draw(self) -> None:
+        if getattr(self, "_replaying", False):
+            return  # replay_sweep draws once at the end
         from nbtrain.display.live import View
 
         view = View(self.html(), self.text())
@@ -524,6 +531,8 @@ class SweepPanel:
     def close(self) -> None:
         if self.trial_view is not None:
             self.trial_view.close()
+        if SWEEPS_LIVE.get(self.state.sweep) is self:
+            del SWEEPS_LIVE[self.state.sweep]
 
 
 def _safe(fn: Callable[..., Any], *args: Any) -> Any:
@@ -591,6 +600,38 @@ class SweepText:
             self.trial_view.close()
 
 
+def replay_sweep(
+    folder: str | Any, *, display: Callable[[Any], Any] | None = None, note: str = ""
+) -> SweepPanel:
+    """Rebuild the trial panel of the sweep in ``folder`` from its events (``sweep.jsonl`` and
+    the running trial's ``events.jsonl``): what ``attach`` shows after a disconnect."""
+    from pathlib import Path
+
+    from nbtrain.events import read_events
+
+    folder = Path(folder)
+    panel = SweepPanel(display=display)
+    panel._replaying = True
+    events = list(read_events(folder / "sweep.jsonl"))
+    ended = {ev.number for ev in events if ev.type == "trial_end"}
+    for ev in events:
+        panel(ev)
+        if ev.type == "trial_start" and ev.number not in ended and panel.trial_view is not None:
+            panel.trial_view.clock = lambda: 0.0  # replay: a few redraws, not one per event
+            for run_ev in read_events(Path(ev.run_dir)):
+                panel(run_ev)
+            if not panel.trial_view.state.ended:
+                panel.trial_view._draw(figure=True)  # its last recorded state, with curves
+    panel._replaying = False
+    if note or not any(ev.type == "sweep_end" for ev in events[-1:]):
+        panel._note = note or (
+            "This sweep is not running in this kernel: showing its last recorded state. Run its "
+            "cell (or finetune with the same name) again to continue it."
+        )
+    panel._draw()
+    return panel
+
+
 def make_sweep_renderer(mode: str = "auto", *, frontend: Frontend | None = None) -> Any:
     """The sweep's view for ``mode`` (as for runs): the HTML panel in a kernel, text elsewhere."""
     frontend = frontend or detect_frontend()
@@ -608,6 +649,7 @@ __all__ = [
     "SweepText",
     "make_sweep_renderer",
     "panel_html",
+    "replay_sweep",
     "study_png",
     "sweep_png",
     "trials_png",
