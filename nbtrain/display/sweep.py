@@ -303,7 +303,6 @@ def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
     import matplotlib
 
     with _pyplot_agg() as plt:
-        import optuna
         from optuna.visualization import matplotlib as ovm
 
         images: list[bytes] = []
