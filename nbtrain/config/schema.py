@@ -709,7 +709,15 @@ class Config:
     lora: LoraConfig | None = field(default=None, metadata={"group": "LoRA", "kind": "lora"})
 
     # -- Sweep: a hyperparameter search over the rest of the config ----------------------------
-    sweep: SweepConfig | None = field(default=None, metadata={"group": "Sweep", "kind": "sweep"})
+    sweep: SweepConfig | None = field(
+        default=None,
+        metadata={
+            "group": "Sweep",
+            "kind": "sweep",
+            "help": "A hyperparameter search over this config (trials, metric, params); each "
+            "trial is a run in runs/<name>/trial-K/ (docs/experiments.md).",
+        },
+    )
 
     # -- Anything else TrainingArguments takes (adam_beta1, dataloader_num_workers, ...) ------
     training_args: dict[str, Any] = field(
