@@ -318,13 +318,14 @@ def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
                 fig = _figure_of(axes)
                 fig.set_dpi(dpi)
                 if draw is ovm.plot_slice:
-                    n = len(study.best_params) or 1
-                    fig.set_size_inches(min(3.2 * n, 14), 3.2)
+                    # Optuna lays out the slice plot and its colour bar itself: keep its size
+                    # (tight_layout would slide the colour bar over the last panel).
+                    pass
                 else:
                     fig.set_size_inches(6, 2.8)
-                fig.tight_layout()
+                    fig.tight_layout()
                 buf = io.BytesIO()
-                fig.savefig(buf, format="png", facecolor="white")
+                fig.savefig(buf, format="png", facecolor="white", bbox_inches="tight")
                 plt.close(fig)  # the inline backend would show every open figure
                 images.append(buf.getvalue())
     del matplotlib
