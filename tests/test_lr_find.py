@@ -1,6 +1,6 @@
 """The LR finder: the suggestion rules, the ramp on a tiny model (weights untouched, nothing on
 disk), ``learning_rate: find`` (the suggestion trains and is written to config.yaml, kept on a
-re-run), and ``%nbtrain lr_find`` / ``%%finetune --lr-find`` in a real IPython shell."""
+re-run). The magics are in test_magics_lr_find.py."""
 
 from __future__ import annotations
 
@@ -107,33 +107,3 @@ def test_learning_rate_find_trains_with_the_suggestion(fast_cfg, runs_dir, monke
     # Re-running the same cell shows the run again: no second search, the same learning rate.
     again = nbtrain.finetune(cfg, display="none")
     assert len(calls) == 1 and again.status == "finished"
-
-
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbtrain")
-    return shell
-
-
-def test_magics_run_the_finder(ip, fast_cfg, monkeypatch, capsys):
-    import nbtrain.engine.lr_find as engine_lr
-
-    real = engine_lr.find_lr
-    monkeypatch.setattr(engine_lr, "find_lr", lambda cfg, **kw: real(cfg, **{**kw, "steps": 15}))
-    ip.user_ns["my_cfg"] = fast_cfg
-    res = ip.run_line_magic("nbtrain", "lr_find my_cfg")
-    assert res.suggestion > 0 and len(res.lrs) <= 15
-    assert "Suggested learning_rate:" in capsys.readouterr().out
-    ip.run_cell_magic(
-        "finetune",
-        "tiny --lr-find",
-        yaml.safe_dump({k: v for k, v in fast_cfg.items() if k != "name"}),
-    )
-    assert ip.user_ns["lr"].suggestion > 0
-    from IPython.core.error import UsageError
-
-    with pytest.raises(UsageError, match="neither a notebook variable"):
-        ip.run_line_magic("nbtrain", "lr_find no_such_thing")
