@@ -32,6 +32,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "RunHandle": ("nbtrain.background", "RunHandle"),
     "inspect": ("nbtrain.preflight", "inspect"),
     "arena": ("nbtrain.api", "arena"),
+    "load_sweep": ("nbtrain.api", "load_sweep"),
+    "lr_find": ("nbtrain.lr_finder", "lr_find"),
+    "SweepResult": ("nbtrain.sweep", "SweepResult"),
 }
 
 # Sub-modules reachable as attributes after a plain ``import nbtrain`` (``nbtrain.events.read_events``,
@@ -63,6 +66,7 @@ __all__ = [
     "RunHandle",
     "RunInterrupted",
     "RunResult",
+    "SweepResult",
     "TrainingFailed",
     "__version__",
     "arena",
@@ -78,14 +82,18 @@ __all__ = [
     "load_config",
     "load_ipython_extension",
     "load_run",
+    "load_sweep",
+    "lr_find",
 ]
 
 if TYPE_CHECKING:
-    from nbtrain.api import RunResult, arena, finetune, load_run
+    from nbtrain.api import RunResult, arena, finetune, load_run, load_sweep
     from nbtrain.config import Config, config_help, load_config
     from nbtrain.data import demo_data
     from nbtrain.engine.estimate import estimate_memory
+    from nbtrain.lr_finder import lr_find
     from nbtrain.preflight import inspect
+    from nbtrain.sweep import SweepResult
     from nbtrain.ui.browser import browse
     from nbtrain.ui.form import form
 

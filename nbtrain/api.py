@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbtrain.config import Config, load_config
+from nbtrain.display.image import PNGImage
 from nbtrain.errors import RunInterrupted, TrainingFailed
 from nbtrain.events import Event, read_events
 from nbtrain.format import fmt_short
+
+if TYPE_CHECKING:
+    from nbtrain.sweep import SweepResult
 
 
 def finetune(
@@ -30,7 +34,10 @@ def finetune(
     """Fine-tune a model and return the result.
 
     Calling it again with the same ``name`` and config resumes an unfinished run from its newest
-    complete checkpoint, or returns the finished run without retraining.
+    complete checkpoint, or returns the finished run without retraining. A config with a
+    ``sweep:`` section runs a hyperparameter search instead and returns a
+    :class:`~nbtrain.sweep.SweepResult` (calling it again continues the sweep).
+    ``learning_rate: find`` runs the LR finder first and trains with its suggestion.
 
     Args:
         config: a :class:`Config`, a dict, a YAML path or YAML text.
@@ -59,6 +66,25 @@ def finetune(
     )
     if display == "auto" and cfg.display != "auto":
         display = cfg.display  # the config's `display:` key, unless the caller chose one
+    if cfg.sweep is not None:
+        if background:
+            from nbtrain.errors import ConfigError
+
+            raise ConfigError(
+                "A sweep runs in the foreground for now: drop --background (background=True); "
+                "re-running the cell after an interrupt continues the sweep where it stopped."
+            )
+        from nbtrain.sweep import run_sweep
+
+        return run_sweep(
+            cfg,
+            restart=restart,
+            display=display,
+            on_event=on_event,
+            stop=stop,
+            train=finetune,
+            load_run=load_run,
+        )
     if background:
         return _start_background(
             cfg, restart=restart, display=display, on_event=on_event, parallel=parallel
@@ -96,8 +122,14 @@ def run_config(
 ) -> RunResult:
     """Train ``cfg`` on this thread with these subscribers: the core of :func:`finetune`."""
     from nbtrain.engine.runner import run
+    from nbtrain.lr_finder import resolve_learning_rate
 
-    outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop)
+    cfg, keep_curve = resolve_learning_rate(cfg, restart=restart)  # learning_rate: find
+    notices: list[str] = []
+    if keep_curve is not None:
+        subscribers = [keep_curve, *subscribers]
+        notices.append(keep_curve.message)
+    outcome = run(cfg, subscribers=subscribers, restart=restart, stop=stop, notices=notices)
     result = RunResult._from_outcome(outcome, cfg)
     if outcome.status == "interrupted":
         raise RunInterrupted(
@@ -309,6 +341,13 @@ def _recorded_prompts(models: list[Any], runs_dir: str | Path) -> list[str]:
     )
 
 
+def load_sweep(name: str | Path, runs_dir: str | Path = "runs") -> SweepResult:
+    """Open a sweep from disk by name or folder (its trials, best run and best config)."""
+    from nbtrain.sweep import SweepResult, find_sweep
+
+    return SweepResult(find_sweep(name, runs_dir), load_run=load_run)
+
+
 class RunResult:
     """A run's outcome: metrics, history, the model, and ``predict``.
 
@@ -386,6 +425,15 @@ class RunResult:
                 row.update({f"eval_{k}": v for k, v in ev.metrics.items()})
         df = pd.DataFrame([rows[k] for k in sorted(rows)])
         return df
+
+    @property
+    def stopped_early(self) -> str | None:
+        """Why early stopping ended the run ("stopped early at epoch 3: no improvement of
+        eval_accuracy in 2 evaluations"), or None when it ran to its last step."""
+        for ev in read_events(self.output_dir):
+            if ev.type == "notice" and ev.kind == "early_stop":
+                return ev.message
+        return None
 
     @property
     def checkpoints(self) -> list[Any]:
@@ -473,8 +521,12 @@ class RunResult:
             if (k.startswith("eval_") or k == "train_loss")
             and not k.endswith(("runtime", "per_second"))  # timings: in .metrics, not the summary
         )
-        return f"RunResult({self.name!r}, status={self.status!r}" + (
-            f", {metrics})" if metrics else ")"
+        early = self.stopped_early
+        return (
+            f"RunResult({self.name!r}, status={self.status!r}"
+            + (f", {metrics}" if metrics else "")
+            + (f", {early}" if early else "")
+            + ")"
         )
 
     def plot(self, *, confusion: bool = True) -> PNGImage:
@@ -502,19 +554,4 @@ class RunResult:
         )
 
 
-class PNGImage:
-    """PNG bytes that display in a notebook (``_repr_png_``) and save to a file."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _repr_png_(self) -> bytes:
-        return self.data
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_bytes(self.data)
-        return path
-
-    def __repr__(self) -> str:
-        return f"<PNGImage {len(self.data):,} bytes>"
+__all__ = ["PNGImage", "RunResult", "finetune", "load_run", "load_sweep"]

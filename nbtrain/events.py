@@ -145,6 +145,56 @@ class RunEnded(Event):
     train_samples_per_second: float | None = None
 
 
+@dataclass(frozen=True)
+class SweepStarted(Event):
+    """A hyperparameter sweep starts (or continues): its search space and the trials so far."""
+
+    type: ClassVar[str] = "sweep_start"
+    sweep: str = ""
+    sweep_dir: str = ""
+    metric: str = ""
+    direction: str = "maximize"
+    trials: int = 0  # how many trials the sweep runs in all
+    params: dict[str, Any] = field(default_factory=dict)  # the search space
+    history: list[dict[str, Any]] = field(default_factory=list)  # trials of earlier sessions
+
+
+@dataclass(frozen=True)
+class TrialStarted(Event):
+    """One trial of a sweep starts; its run's events follow."""
+
+    type: ClassVar[str] = "trial_start"
+    number: int = 0
+    run: str = ""
+    run_dir: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class TrialEnded(Event):
+    """A trial ended. ``state``: finished | pruned | failed | stopped (resumed next time)."""
+
+    type: ClassVar[str] = "trial_end"
+    number: int = 0
+    run: str = ""
+    state: str = "finished"
+    value: float | None = None
+    duration_s: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class SweepEnded(Event):
+    """The sweep is over (``status`` finished) or paused (stopped, interrupted)."""
+
+    type: ClassVar[str] = "sweep_end"
+    status: str = "finished"
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -157,6 +207,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Notice,
         ErrorEvent,
         RunEnded,
+        SweepStarted,
+        TrialStarted,
+        TrialEnded,
+        SweepEnded,
     )
 }
 

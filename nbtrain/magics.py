@@ -12,6 +12,7 @@ object, a ``compute_metrics`` function, a list of callbacks, a ``Trainer`` subcl
 from __future__ import annotations
 
 import keyword
+import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -109,6 +110,7 @@ _SUBCOMMANDS = {
     "compare": "A B [C ...] [--x step|epoch|samples]: curves overlaid, metrics, config diff",
     "checkpoints": "[NAME]: browse checkpoints",
     "arena": "MODEL [MODEL ...] [--prompts VAR] [--max-new-tokens N]: generate side by side",
+    "lr_find": "CONFIG: LR finder on a config (a variable, a YAML file or a run's config)",
 }
 
 
@@ -142,6 +144,11 @@ class NbtrainMagics(Magics):
         help="report on the data, memory and time of the run; no training",
     )
     @argument("--restart", action="store_true", help="start the named run over from scratch")
+    @argument(
+        "--lr-find",
+        action="store_true",
+        help="run the LR finder on this config and show the curve; no training",
+    )
     @argument("--out", metavar="VAR", help="variable for the RunResult (default: NAME or run)")
     @argument(
         "--set",
@@ -200,6 +207,9 @@ class NbtrainMagics(Magics):
             except ConfigError as e:
                 raise UsageError(str(e)) from None
             display(report)
+            return
+        if args.lr_find:
+            self.shell.user_ns[out if args.out else "lr"] = self._lr_find(cfg)
             return
 
         if args.background:
@@ -305,7 +315,7 @@ class NbtrainMagics(Magics):
             return self._compare(rest, self._runs_dir(runs_dir))
         if cmd == "arena":
             return self._arena(rest, runs_dir)
-        needs_name = cmd in ("show", "config", "attach", "stop")
+        needs_name = cmd in ("show", "config", "attach", "stop", "lr_find")
         if (
             (needs_name and len(rest) != 1)
             or (not needs_name and len(rest) > 1)
@@ -322,6 +332,8 @@ class NbtrainMagics(Magics):
                 return config_view(rest[0], folder)
             if cmd == "version":
                 return version_view()
+            if cmd == "lr_find":
+                return self._lr_find(self._config_of(rest[0], folder), show=False)
             if cmd == "attach":
                 from nbtrain.api import attach
 
@@ -420,6 +432,48 @@ def _stop(name: str) -> View:
         )
     handle.stop()
     return View(f"Stopping {name!r} after this step; a checkpoint is saved.")
+
+    def _config_of(self, what: str, runs_dir: str) -> Any:
+        """A config from a notebook variable (Config, dict, YAML text or path), a YAML file, or
+        the ``config.yaml`` of a run (its ``{name}`` references resolved in the notebook)."""
+        from nbtrain.config import Config, load_config
+
+        ns = self.shell.user_ns
+        value: Any = ns.get(what) if what.isidentifier() and what in ns else None
+        if isinstance(value, (Config, Mapping)):
+            return load_config(value)
+        if isinstance(value, (str, os.PathLike)):
+            what = os.fspath(value)
+        path = Path(what).expanduser()
+        if not path.is_file() and (Path(runs_dir) / what / "config.yaml").is_file():
+            path = Path(runs_dir) / what / "config.yaml"
+        if path.is_file():
+            return build_config(path.read_text(encoding="utf-8"), ns)
+        if "\n" in what:
+            return build_config(what, ns)
+        names = user_names(ns)
+        raise ConfigError(
+            f"%nbtrain lr_find: {what!r} is neither a notebook variable holding a config, a YAML "
+            f"file, nor a run in {runs_dir!r}.{did_you_mean(what, names)}"
+        )
+
+    def _lr_find(self, cfg: Any, *, show: bool = True) -> Any:
+        """Run the finder; the cell form displays the curve, the line form returns it."""
+        from nbtrain.lr_finder import lr_find
+
+        try:
+            result = lr_find(cfg)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        if show:
+            from IPython.display import display
+
+            display(result)
+        print(
+            f"Suggested learning_rate: {result.suggestion:.3g} (set it in the config, or write "
+            "learning_rate: find to have each run search for it)."
+        )
+        return result
 
 
 def _identifier(name: str | None) -> bool:

@@ -387,3 +387,55 @@ def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
     cls = getattr(transformers, cls_name)
     with quiet_transformers():  # no "Loading weights" bar in the user's cell
         return cls.from_pretrained(str(path), use_safetensors=True)
+
+
+# -- sweeps: runs/<sweep>/study.db with one run folder per trial ----------------------------------
+
+STUDY_FILE = "study.db"
+SWEEP_STATES = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+
+
+def is_sweep(path: str | os.PathLike) -> bool:
+    """True for a sweep folder (its Optuna study and trial runs), not a run."""
+    return (Path(path) / STUDY_FILE).is_file()
+
+
+def sweep_storage_url(folder: str | os.PathLike) -> str:
+    """Optuna's SQLite storage URL of the sweep in ``folder``."""
+    return f"sqlite:///{(Path(folder) / STUDY_FILE).resolve()}"
+
+
+def load_study(folder: str | os.PathLike) -> Any:
+    """The Optuna study of the sweep in ``folder`` (Optuna imported here, on use)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = Path(folder)
+    return optuna.load_study(study_name=folder.name, storage=sweep_storage_url(folder))
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """One plain dict per trial (number, run, state, value, params, duration_s, message), oldest
+    first. Trials queued again after an interrupt are left out: their retry is the row."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("retried") or t.state.name == "WAITING":
+            continue
+        duration = None
+        if t.datetime_start and t.datetime_complete:
+            duration = (t.datetime_complete - t.datetime_start).total_seconds()
+        value = t.value
+        if value is None and t.intermediate_values:
+            value = t.intermediate_values[max(t.intermediate_values)]  # a pruned trial's last
+        rows.append(
+            {
+                "number": t.number,
+                "run": t.user_attrs.get("run", f"trial-{t.number}"),
+                "state": SWEEP_STATES.get(t.state.name, t.state.name.lower()),
+                "value": value,
+                "params": dict(t.params),
+                "duration_s": duration,
+                "message": t.user_attrs.get("error", ""),
+            }
+        )
+    return rows

@@ -30,7 +30,7 @@ view = HtmlRenderer(write_card=False, clock=lambda: 0.0)
 for ev in read_events(run.output_dir):
     if ev.type != "end":  # the view as it looked while the run was still training
         view.state.update(ev)
-view._draw(figure=True)
+view._draw()
 """
 
 

@@ -10,13 +10,14 @@ from nbtrain.config.load import (
     to_yaml,
 )
 from nbtrain.config.refs import Ref
-from nbtrain.config.schema import Config, DataConfig, LoraConfig
+from nbtrain.config.schema import Config, DataConfig, LoraConfig, SweepConfig
 
 __all__ = [
     "Config",
     "DataConfig",
     "LoraConfig",
     "Ref",
+    "SweepConfig",
     "config_help",
     "config_to_dict",
     "diff_configs",
@@ -33,10 +34,11 @@ def config_help() -> str:
     import dataclasses
 
     lines = []
-    for cls, prefix in ((Config, ""), (DataConfig, "data."), (LoraConfig, "lora.")):
+    sections = ((Config, ""), (DataConfig, "data."), (LoraConfig, "lora."), (SweepConfig, "sweep."))
+    for cls, prefix in sections:
         for f in dataclasses.fields(cls):
             kind = f.metadata.get("kind")
-            if kind in ("section", "lora", "runtime", "training_args"):
+            if kind in ("section", "lora", "sweep", "runtime", "training_args"):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else None
             aliases = f.metadata.get("aliases") or ()

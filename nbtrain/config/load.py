@@ -18,7 +18,15 @@ from typing import Any
 import yaml
 
 from nbtrain.config.refs import Ref, describe
-from nbtrain.config.schema import Config, DataConfig, LoraConfig, alias_map, config_to_dict
+from nbtrain.config.schema import (
+    LR_FIND,
+    Config,
+    DataConfig,
+    LoraConfig,
+    SweepConfig,
+    alias_map,
+    config_to_dict,
+)
 from nbtrain.config.training_fields import installed_lora_fields, installed_training_fields
 from nbtrain.errors import ConfigError, did_you_mean
 
@@ -204,6 +212,7 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
             values["precision"] = on[0]
 
     cfg_kwargs: dict[str, Any] = {}
+    sweep_raw = values.pop("sweep", None)
     for name, value in values.items():
         f = known[name]
         kind = f.metadata.get("kind")
@@ -220,6 +229,8 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     cfg_kwargs["training_args"] = check_training_args(training_args)
     cfg = Config(**cfg_kwargs)
     _cross_checks(cfg)
+    if sweep_raw not in (None, False):
+        cfg.sweep = _sweep_section(sweep_raw, cfg)
     return cfg
 
 
@@ -443,6 +454,8 @@ def coerce_field(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
     if kind == "float":
         if isinstance(value, bool):
             raise _bad(f, value, "a number", prefix)
+        if f.name == "learning_rate" and isinstance(value, str) and value.strip() == LR_FIND:
+            return LR_FIND  # resolved by the LR finder when the run starts
         if isinstance(value, str):
             # YAML 1.1 reads 2e-5 (no dot) as a string; users write it all the time.
             try:
@@ -761,6 +774,148 @@ def _cross_checks(cfg: Config) -> None:
                 "or '.'.",
                 field="name",
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep: the search space
+
+# Keys a sweep cannot vary: where the trials live, and sections that are not values.
+_NOT_SWEEPABLE = {"name", "runs_dir", "display", "sweep", "data", "lora", "training_args"}
+
+
+def sweep_key(key: str) -> str:
+    """The dotted canonical config key a sweep parameter sets (``lr`` -> ``learning_rate``,
+    ``max_length`` -> ``data.max_length``, ``adam_beta1`` -> ``training_args.adam_beta1``).
+
+    Raises:
+        ConfigError: a key no config has, with a did-you-mean.
+    """
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"sweep.params: {key!r} is not a config key.", field="sweep.params")
+    section, _, rest = key.partition(".")
+    if rest and section in _SECTIONS:
+        cls = _SECTIONS[section]
+        name = alias_map(cls).get(rest, rest)
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{section}.{name}"
+    elif not rest:
+        name = alias_map(Config).get(key, key)
+        known = {f.name: f for f in dataclasses.fields(Config)}
+        if name in known and name not in _NOT_SWEEPABLE:
+            if known[name].metadata.get("kind") != "runtime":
+                return name
+        elif key in _DATA_AT_TOP or key in alias_map(DataConfig):
+            return "data." + alias_map(DataConfig).get(key, key)
+        elif key not in _NOT_SWEEPABLE and key in installed_training_fields():
+            return "training_args." + key
+    names = (
+        [f.name for f in dataclasses.fields(Config) if f.name not in _NOT_SWEEPABLE]
+        + list(alias_map(Config))
+        + [f"data.{f.name}" for f in dataclasses.fields(DataConfig)]
+        + [f"lora.{f.name}" for f in dataclasses.fields(LoraConfig)]
+        + list(_DATA_AT_TOP)
+    )
+    raise ConfigError(
+        f"sweep.params: {key!r} is not a config key a sweep can vary.{did_you_mean(key, names)} "
+        "Any training setting works (learning_rate, batch_size, warmup_ratio, weight_decay, "
+        "lora.r, ...); name, runs_dir and display do not.",
+        field=f"sweep.params.{key}",
+    )
+
+
+def _sweep_section(value: Any, cfg: Config) -> SweepConfig:
+    if value is True:
+        value = {}
+    mapping = dict(_as_mapping(value, "sweep"))
+    params = mapping.pop("params", None)
+    sweep = _section(SweepConfig, mapping, "sweep")
+    if params is None or params == {}:
+        raise ConfigError(
+            "sweep: needs params, the search space, e.g. params: {learning_rate: {low: 1e-5, "
+            "high: 1e-3, log: true}, batch_size: [16, 32]}.",
+            field="sweep.params",
+        )
+    spec = dict(_as_mapping(params, "sweep.params"))
+    sweep.params = {str(k): _param_spec(str(k), v) for k, v in spec.items()}
+    canon = [sweep_key(k) for k in sweep.params]
+    dupes = {c for c in canon if canon.count(c) > 1}
+    if dupes:
+        raise ConfigError(
+            f"sweep.params: {', '.join(sorted(dupes))} is given twice (under different "
+            "spellings); keep one.",
+            field="sweep.params",
+        )
+    base = config_to_dict(cfg, keep_objects=True)
+    for key, p in sweep.params.items():
+        for candidate in p if isinstance(p, list) else (p["low"], p["high"]):
+            trial_config(base, {key: candidate}, where=f"sweep.params.{key}")
+    return sweep
+
+
+def _param_spec(key: str, value: Any) -> Any:
+    where = f"sweep.params.{key}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{where}: an empty list has nothing to choose from.", field=where)
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in value):
+            raise ConfigError(
+                f"{where}: choices are plain values (numbers, text, true/false); got {value!r}.",
+                field=where,
+            )
+        return list(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where}: {value!r} is not a search space; write {{low: 1e-5, high: 1e-3, log: "
+            "true} for a range or [16, 32] for choices.",
+            field=where,
+        )
+    extra = set(value) - {"low", "high", "log"}
+    if extra or "low" not in value or "high" not in value:
+        bad = ", ".join(sorted(map(str, extra))) or "low/high missing"
+        raise ConfigError(
+            f"{where}: a range has the keys low, high and optionally log ({bad}).{did_you_mean(next(iter(extra), ''), ['low', 'high', 'log'])}",
+            field=where,
+        )
+    lo, hi = value["low"], value["high"]
+    log = _coerce_bool(f"{where}.log", value.get("log", False))
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+    try:
+        lo_f, hi_f = float(str(lo).replace("_", "")), float(str(hi).replace("_", ""))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: low and high are numbers; got {lo!r}, {hi!r}.", field=where
+        ) from None
+    if not (math.isfinite(lo_f) and math.isfinite(hi_f)) or lo_f >= hi_f:
+        raise ConfigError(f"{where}: low ({lo}) must be below high ({hi}).", field=where)
+    if log and lo_f <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0; got {lo}.", field=where)
+    if ints:
+        out: dict[str, Any] = {"low": int(lo), "high": int(hi)}
+    else:
+        out = {"low": lo_f, "high": hi_f}
+    if log:
+        out["log"] = True
+    return out
+
+
+def trial_config(base: Mapping[str, Any], params: Mapping[str, Any], *, where: str = "") -> Config:
+    """The config of one trial: ``base`` (a plain config dict) with ``params`` set, no sweep.
+
+    Raises:
+        ConfigError: a value the config refuses, named as ``where`` (the parameter).
+    """
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items() if k != "sweep"}
+    for key, value in params.items():
+        canon = sweep_key(key)
+        if canon.startswith("lora.") and not raw.get("lora"):
+            raw["lora"] = {}
+        set_dotted(raw, canon, value)
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        if not where:
+            raise
+        raise ConfigError(f"{where}: {e}", field=where) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ REPORTERS = (
 )
 PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
 DISPLAYS = ("auto", "html", "widgets", "text", "none")
+DIRECTIONS = ("auto", "maximize", "minimize")
+#: ``learning_rate: find`` runs the LR finder first and trains with its suggestion.
+LR_FIND = "find"
 
 
 def opt(
@@ -305,6 +308,67 @@ class LoraConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A hyperparameter search: each trial is a run in ``runs/<name>/trial-K/``."""
+
+    trials: int = opt(
+        10,
+        "How many trials to run (finished and pruned ones count; failed ones are retried).",
+        group="Sweep",
+        kind="int",
+        minimum=1,
+        aliases=("n_trials",),
+        nullable=False,
+    )
+    metric: str | None = opt(
+        None,
+        "The metric to optimise, e.g. eval_accuracy (default: the task's main metric, the one "
+        "that picks the best checkpoint).",
+        group="Sweep",
+        kind="str",
+    )
+    direction: str = opt(
+        "auto",
+        "maximize or minimize the metric (auto: from its name; loss, mse, perplexity... are "
+        "minimised).",
+        group="Sweep",
+        kind="choice",
+        choices=DIRECTIONS,
+        nullable=False,
+    )
+    params: dict[str, Any] = opt(
+        None,
+        "The search space: config key -> {low, high} (floats; log: true for a log scale; ints "
+        "when both bounds are whole numbers) or a list of choices.",
+        group="Sweep",
+        kind="sweep_params",
+        nullable=False,
+        default_factory=dict,
+    )
+    prune: bool = opt(
+        True,
+        "Stop trials whose intermediate evaluations fall below the median of earlier trials.",
+        group="Sweep",
+        kind="bool",
+        nullable=False,
+    )
+    startup_trials: int | None = opt(
+        None,
+        "Trials that are never pruned, to give the median a base (default: a third of trials, "
+        "1 to 5).",
+        group="Sweep",
+        kind="int",
+        minimum=0,
+    )
+    seed: int | None = opt(
+        None,
+        "Seed of the TPE sampler (default: the config's seed).",
+        group="Sweep",
+        kind="int",
+    )
+
+
+@dataclass
 class Config:
     """A fine-tuning run. Every field has a default except ``model`` and ``data.train``."""
 
@@ -385,9 +449,9 @@ class Config:
         common=True,
         nullable=False,
     )
-    learning_rate: float = opt(
+    learning_rate: float | str = opt(
         5e-5,
-        "Peak learning rate.",
+        "Peak learning rate, or 'find' to run the LR finder first and train with its suggestion.",
         group="Training",
         kind="float",
         minimum=0,
@@ -772,6 +836,17 @@ class Config:
     # -- LoRA --------------------------------------------------------------------------------
     lora: LoraConfig | None = field(default=None, metadata={"group": "LoRA", "kind": "lora"})
 
+    # -- Sweep: a hyperparameter search over the rest of the config ----------------------------
+    sweep: SweepConfig | None = field(
+        default=None,
+        metadata={
+            "group": "Sweep",
+            "kind": "sweep",
+            "help": "A hyperparameter search over this config (trials, metric, params); each "
+            "trial is a run in runs/<name>/trial-K/ (docs/experiments.md).",
+        },
+    )
+
     # -- Anything else TrainingArguments takes (adam_beta1, dataloader_num_workers, ...) ------
     training_args: dict[str, Any] = field(
         default_factory=dict,
@@ -858,6 +933,13 @@ def config_to_dict(cfg: Any, *, keep_objects: bool = False) -> dict[str, Any]:
         if kind == "runtime":
             if keep_objects and value not in (None, []):
                 out[f.name] = value
+            continue
+        if kind == "sweep":
+            if value is not None:  # absent from config.yaml (and identity) of a plain run
+                out[f.name] = config_to_dict(value, keep_objects=keep_objects)
+            continue
+        if kind == "sweep_params":
+            out[f.name] = dict(value)
             continue
         if kind in ("section", "lora"):
             out[f.name] = (

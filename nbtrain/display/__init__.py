@@ -107,6 +107,22 @@ def attach(
         The :class:`~nbtrain.display.follow.Follower` when following, else None.
     """
     from nbtrain.display.follow import Follower
+    from nbtrain.runs import is_sweep
+
+    sweep_folder = Path(runs_dir) / str(name)
+    if is_sweep(name) or is_sweep(sweep_folder):
+        from nbtrain.display.sweep import SWEEPS_LIVE, replay_sweep  # a sweep: its trial panel
+
+        folder = Path(name) if is_sweep(name) else sweep_folder
+        live_panel = SWEEPS_LIVE.get(folder.name)
+        if live_panel is not None:
+            if display is not None:
+                live_panel._display = display
+            live_panel._handle = None
+            live_panel._draw()
+            return None
+        replay_sweep(folder, display=display)
+        return None
     from nbtrain.events import read_events
     from nbtrain.runs import STALE_S, find_run
 

@@ -290,6 +290,10 @@ def problem(state: RunState) -> str:
         )
     if end is not None and end.status == "failed":
         return _box("#C00000", "<b>The run failed.</b>" + _resume_hint(end, state, failed=True))
+    if state.early_stop:
+        return _box(
+            "#0072B2", f"<b>{escape(state.early_stop[0].upper() + state.early_stop[1:])}.</b>"
+        )
     return ""
 
 

@@ -102,6 +102,7 @@ class RunState:
     details_by_step: dict[int, dict[str, Any]] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    early_stop: str | None = None  # "stopped early at epoch 3: no improvement of ..."
     error: Any = None  # ErrorEvent
     end: Any = None  # RunEnded
     tokens_per_second: float | None = None
@@ -151,7 +152,10 @@ class RunState:
         elif t == "checkpoint":
             self.checkpoints.append(ev.path)
         elif t == "notice":
-            self.notices.append(ev.message)
+            if ev.kind == "early_stop":
+                self.early_stop = ev.message  # shown on its own line, not among the notes
+            else:
+                self.notices.append(ev.message)
         elif t == "error":
             self.error = ev
         elif t == "end":

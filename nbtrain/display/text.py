@@ -42,7 +42,7 @@ class TextRenderer:
             if ev.status == "done":
                 self._line(f"{verb}: done" + (f" ({ev.detail})" if ev.detail else ""))
         elif t == "notice":
-            self._line(f"note: {ev.message}")
+            self._line(f"{'Early stopping' if ev.kind == 'early_stop' else 'note'}: {ev.message}")
         elif t == "start":
             self._run, self._started = ev.run, True
             self._named = bool((ev.config or {}).get("name"))

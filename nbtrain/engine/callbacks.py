@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from nbtrain.engine.resume import RngSnapshot
 from nbtrain.engine.stop import StopController
-from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, StepEnd
+from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, Notice, StepEnd
 from nbtrain.runs import dir_size, write_marker
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
@@ -101,5 +101,41 @@ class EventCallback(TrainerCallback):
                     epoch=float(state.epoch or 0),
                     path=str(ckpt),
                     size_bytes=dir_size(ckpt),
+                )
+            )
+
+
+class VisibleEarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, plus a notice users see on the live view, the card and in
+    ``RunResult.stopped_early`` when it ends the run before its last step."""
+
+    def __init__(self, bus: EventBus, patience: int) -> None:
+        super().__init__(early_stopping_patience=patience)
+        self.bus = bus
+        self.fired = False
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any, **kw: Any) -> None:
+        super().on_evaluate(args, state, control, metrics, **kw)
+        early = state.max_steps and state.global_step < state.max_steps
+        if control.should_training_stop and early and not self.fired:
+            self.fired = True
+            metric = args.metric_for_best_model
+            metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+            epoch = float(state.epoch or 0)
+            n = self.early_stopping_patience
+            self.bus.emit(
+                Notice(
+                    step=state.global_step,
+                    kind="early_stop",
+                    message=(
+                        f"stopped early at epoch {round(epoch) if abs(epoch - round(epoch)) < 0.01 else round(epoch, 2)}: "
+                        f"no improvement of {metric} in {n} evaluation{'s' if n != 1 else ''}"
+                    ),
+                    data={
+                        "epoch": epoch,
+                        "metric": metric,
+                        "patience": n,
+                        "best_metric": state.best_metric,
+                    },
                 )
             )

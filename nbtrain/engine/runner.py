@@ -17,7 +17,7 @@ from typing import Any
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
-from nbtrain.engine.callbacks import EventCallback
+from nbtrain.engine.callbacks import EventCallback, VisibleEarlyStopping
 from nbtrain.engine.distributed import process_kwargs
 from nbtrain.engine.launch import check_world, wants_launch
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
@@ -103,8 +103,10 @@ def run(
     subscribers: list[Subscriber] | tuple[Subscriber, ...] = (),
     restart: bool = False,
     stop: StopController | None = None,
+    notices: tuple[str, ...] | list[str] = (),
 ) -> Outcome:
-    """Train (or resume, or reuse) the run ``cfg`` describes.
+    """Train (or resume, or reuse) the run ``cfg`` describes; ``notices`` are shown and logged
+    with the data notices (e.g. what ``learning_rate: find`` picked).
 
     Errors found before training (config, data, the model, the Trainer refusing an argument)
     reach the subscribers and are raised; they change nothing on disk.
@@ -137,6 +139,7 @@ def run(
     pending = _Pending()  # events wait for the run folder, written once training can start
     bus = EventBus([pending, *subscribers])
     session = _Session(cfg, run_dir, name, bus, stop or StopController())
+    session.notices = list(notices)
     try:
         session.prepare()
         session.build()
@@ -238,10 +241,12 @@ class _Session:
         self.prep = prepare(self.cfg, self.bus)
         for message in self.prep.notices:
             self.bus.emit(Notice(kind="data", message=message))
+        for message in getattr(self, "notices", ()):
+            self.bus.emit(Notice(kind="config", message=message))
 
     def build(self) -> None:
         """Model, TrainingArguments, callbacks and the Trainer."""
-        from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+        from transformers import Trainer, TrainingArguments, set_seed
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from nbtrain.engine import resume as _resume
@@ -328,9 +333,7 @@ class _Session:
         # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
         callbacks: list[Any] = [*task.callbacks(), event_cb]
         if cfg.early_stopping_patience and args.load_best_model_at_end:
-            callbacks.append(
-                EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)
-            )
+            callbacks.append(VisibleEarlyStopping(bus, cfg.early_stopping_patience))
         elif cfg.early_stopping_patience:
             raise ConfigError(
                 "early_stopping_patience needs evaluation with load_best_model_at_end.",

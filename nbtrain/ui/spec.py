@@ -146,7 +146,7 @@ def field_specs() -> list[FieldSpec]:
     out: list[FieldSpec] = []
     for f in dataclasses.fields(Config):
         kind = f.metadata.get("kind")
-        if kind == "runtime":
+        if kind in ("runtime", "sweep"):  # objects from code; a sweep is written as YAML
             continue
         if kind == "section":
             out += [_spec(g, f.name + ".") for g in dataclasses.fields(DataConfig)]

@@ -1,0 +1,315 @@
+"""Sweeps: the sweep: section, trials as runs in the store, resume after stop / Ctrl-C / a dead
+kernel, pruning, the trial panel and the text view. Tiny models only (a trial is a second or two)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import nbtrain
+from nbtrain.config import load_config
+from nbtrain.errors import ConfigError, RunInterrupted
+from nbtrain.events import read_events
+
+optuna = pytest.importorskip("optuna")
+
+
+def sweep_cfg(fast_cfg: dict, trials: int = 3, **sweep) -> dict:
+    cfg = {k: v for k, v in fast_cfg.items() if k != "epochs"}
+    cfg.update(
+        name="sw",
+        max_steps=4,
+        eval_strategy="steps",
+        eval_steps=2,
+        sweep={
+            "trials": trials,
+            "params": {"lr": {"low": 1e-4, "high": 3e-2, "log": True}, "batch_size": [8, 16]},
+            **sweep,
+        },
+    )
+    return cfg
+
+
+def starts(run_dir: Path) -> list:
+    return [ev for ev in read_events(run_dir) if ev.type == "start"]
+
+
+# -- the config section ------------------------------------------------------------------------
+
+
+def _cfg(params: str, extra: str = "") -> str:
+    return (
+        f"model: x\ndata: {{train: a.csv}}\n{extra}sweep:\n  trials: 4\n  params:\n    {params}\n"
+    )
+
+
+def test_sweep_section_is_validated_and_normalised():
+    cfg = load_config(
+        _cfg(
+            "lr: {low: 1e-5, high: 1e-3, log: true}\n    batch_size: [16, 32]\n"
+            "    warmup_ratio: {low: 0.0, high: 0.2}\n    max_length: {low: 32, high: 128}"
+        )
+    )
+    assert cfg.sweep.trials == 4
+    assert cfg.sweep.params == {
+        "lr": {"low": 1e-5, "high": 1e-3, "log": True},  # YAML's "1e-5" strings read as floats
+        "batch_size": [16, 32],
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "max_length": {"low": 32, "high": 128},  # whole-number bounds: an int range
+    }
+    assert cfg.to_dict()["sweep"]["params"]["batch_size"] == [16, 32]
+    assert "sweep" not in load_config("model: x\ndata: {train: a.csv}\n").to_dict()
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ("lrr: {low: 1e-5, high: 1e-3}", ["'lrr'", "Did you mean 'lr'"]),
+        ("name: [a, b]", ["'name'", "name, runs_dir and display do not"]),
+        ("warmup_ratio: {low: 0.0, high: 2.0}", ["sweep.params.warmup_ratio", "at most 1"]),
+        ("lr: {low: 0, high: 1e-3, log: true}", ["log range needs low > 0"]),
+        ("lr: {low: 1e-3, high: 1e-5}", ["must be below high"]),
+        ("lr: {low: 1e-5, hi: 1e-3}", ["low, high and optionally log", "Did you mean 'high'"]),
+        ("eval_strategy: [epoch, epochs]", ["eval_strategy", "Did you mean 'epoch'"]),
+        ("lr: 3e-5", ["not a search space", "[16, 32] for choices"]),
+        ("lr: []", ["empty list"]),
+        ("lr: [1e-5]\n    learning_rate: [1e-4]", ["learning_rate is given twice"]),
+    ],
+)
+def test_bad_search_spaces_get_one_paragraph(params, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(_cfg(params))
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_sweep_needs_params():
+    with pytest.raises(ConfigError, match="needs params"):
+        load_config("model: x\ndata: {train: a.csv}\nsweep: {trials: 3}\n")
+
+
+def test_missing_optuna_names_the_extra(fast_cfg, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as e:
+        nbtrain.finetune(sweep_cfg(fast_cfg), display="none")
+    assert "pip install 'nbtrain[hpo]'" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def test_sweep_runs_trials_as_runs_and_returns_a_sweep_result(fast_cfg, runs_dir):
+    from nbtrain.display.sweep import SweepPanel
+
+    shown = []
+
+    class Handle:
+        def update(self, view):
+            shown.append(view._repr_html_())
+
+    def display(view):
+        shown.append(view._repr_html_())
+        return Handle()
+
+    panel = SweepPanel(display=display)
+    res = nbtrain.finetune(sweep_cfg(fast_cfg), display=panel)
+    folder = runs_dir / "sw"
+    assert isinstance(res, nbtrain.SweepResult) and res.status == "finished"
+    assert (folder / "study.db").is_file() and (folder / "sweep.yaml").is_file()
+    df = res.trials
+    assert list(df["run"]) == ["trial-0", "trial-1", "trial-2"]
+    assert {"lr", "batch_size", "eval_accuracy", "state", "duration_s"} <= set(df.columns)
+    assert set(df["state"]) <= {"finished", "pruned"}
+    for run in df["run"]:
+        assert (folder / run / "card.html").is_file()  # every trial is a run with its card
+        assert (folder / run / "config.yaml").is_file()
+    # every trial trained with its own params
+    for _, row in df.iterrows():
+        cfg = load_config(folder / row["run"] / "config.yaml")
+        assert cfg.learning_rate == pytest.approx(row["lr"])
+        assert cfg.per_device_train_batch_size == row["batch_size"]
+    finished = df[df["state"] == "finished"]
+    best = res.best
+    assert best.metrics["eval_accuracy"] == pytest.approx(finished["eval_accuracy"].max())
+    # best_config: one plain run of the best params, re-runnable
+    best_cfg = load_config(res.best_config)
+    assert best_cfg.sweep is None and best_cfg.name == "sw-best"
+    assert best_cfg.learning_rate == pytest.approx(res.best_params["lr"])
+    assert (folder / "best_config.yaml").read_text() == res.best_config
+    assert res.plot().data[:4] == b"\x89PNG"
+    assert "SweepResult('sw', status='finished', trials=3" in repr(res)
+    # the panel: one handle, the trial table, the nested live view while a trial trained
+    assert any("current trial: trial-1" in h and "<progress" in h for h in shown)
+    final = shown[-1]
+    assert final.count("<tr") >= 4 and "★ trial-" in final and "3/3 trials" in final
+    assert "per trial" in final  # the metric-per-trial figure
+    assert "parameter importances" in final  # Optuna's visualisations at the end
+    assert [ev.type for ev in read_events(folder / "sweep.jsonl")][-1] == "sweep_end"
+    # load_sweep reads the same from disk
+    again = nbtrain.load_sweep("sw", runs_dir)
+    assert again.best_params == res.best_params and again.status == "finished"
+    # after a disconnect, attach rebuilds the panel from the sweep's events
+    from nbtrain.display import attach
+
+    shown.clear()
+    attach("sw", runs_dir, display=display)
+    assert len(shown) == 1 and "★ trial-" in shown[0] and "3/3 trials" in shown[0]
+
+
+def test_stopped_sweep_resumes_with_the_trials_it_had(fast_cfg, runs_dir):
+    from nbtrain.engine.callbacks import StopController
+
+    stop = StopController()
+
+    def stop_in_trial_1(ev):
+        if ev.type == "step" and ev.step == 3 and stop_in_trial_1.trial == 1:
+            stop.request("stopped")  # the Stop button: save the current trial, end the sweep
+        if ev.type == "trial_start":
+            stop_in_trial_1.trial = ev.number
+
+    stop_in_trial_1.trial = -1
+    cfg = sweep_cfg(fast_cfg)
+    res = nbtrain.finetune(cfg, display="none", on_event=stop_in_trial_1, stop=stop)
+    folder = runs_dir / "sw"
+    assert res.status == "stopped"
+    assert list(res.trials["run"]) == ["trial-0"]  # the stopped one is queued again
+    assert (folder / "trial-1" / "checkpoint-3").is_dir()
+    trial0_mtime = (folder / "trial-0" / "events.jsonl").stat().st_mtime_ns
+
+    res = nbtrain.finetune(cfg, display="none")
+    assert res.status == "finished"
+    assert list(res.trials["run"]) == ["trial-0", "trial-1", "trial-2"]
+    assert (folder / "trial-0" / "events.jsonl").stat().st_mtime_ns == trial0_mtime  # kept
+    s = starts(folder / "trial-1")
+    assert len(s) == 2 and s[-1].resumed_from.endswith("checkpoint-3")  # resumed, not redone
+    params = json.loads((folder / "trial-1" / "identity.json").read_text())
+    assert params["learning_rate"] == pytest.approx(
+        res.trials.set_index("run").loc["trial-1", "lr"]
+    )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to ourselves")
+def test_ctrl_c_interrupts_the_sweep_and_a_rerun_continues(fast_cfg, runs_dir):
+    def ctrl_c(ev):
+        if ev.type == "trial_start":
+            ctrl_c.trial = ev.number
+        if ev.type == "step" and ev.step == 2 and ctrl_c.trial == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    ctrl_c.trial = -1
+    cfg = sweep_cfg(fast_cfg, trials=2)
+    with pytest.raises(RunInterrupted, match="resumes from its checkpoint"):
+        nbtrain.finetune(cfg, display="none", on_event=ctrl_c)
+    res = nbtrain.finetune(cfg, display="none")
+    assert list(res.trials["run"]) == ["trial-0", "trial-1"]
+    assert starts(runs_dir / "sw" / "trial-0")[-1].resumed_from is not None
+
+
+def test_a_trial_left_running_by_a_dead_kernel_is_run_again(fast_cfg, runs_dir):
+    cfg = sweep_cfg(fast_cfg, trials=1)
+    nbtrain.finetune(cfg, display="none")
+    from nbtrain.runs import load_study
+
+    study = load_study(runs_dir / "sw")
+    t = study.ask()  # what a killed process leaves: a RUNNING trial with its params
+    t.suggest_float("lr", 1e-4, 3e-2, log=True)
+    t.suggest_categorical("batch_size", [8, 16])
+    t.set_user_attr("run", "trial-1")
+    lr = t.params["lr"]
+
+    cfg["sweep"]["trials"] = 2  # more trials continue the same sweep
+    res = nbtrain.finetune(cfg, display="none")
+    df = res.trials.set_index("run")
+    assert list(df.index) == ["trial-0", "trial-1"]
+    assert df.loc["trial-1", "lr"] == pytest.approx(lr)  # the same params, retried
+    assert df.loc["trial-1", "state"] == "finished"
+
+
+def test_a_changed_sweep_is_refused_and_restart_starts_over(fast_cfg, runs_dir):
+    cfg = sweep_cfg(fast_cfg, trials=1)
+    nbtrain.finetune(cfg, display="none")
+    cfg["sweep"]["params"]["batch_size"] = [4, 8]
+    with pytest.raises(ConfigError, match=r"different config \(changed: sweep.params.batch_size"):
+        nbtrain.finetune(cfg, display="none")
+    res = nbtrain.finetune(cfg, display="none", restart=True)
+    assert set(res.trials["batch_size"]) <= {4, 8}
+
+
+def test_a_bad_metric_name_is_a_config_error(fast_cfg):
+    with pytest.raises(ConfigError, match="'eval_bleu' is not among the trial's final metrics"):
+        nbtrain.finetune(sweep_cfg(fast_cfg, trials=1, metric="bleu"), display="none")
+
+
+def test_trial_hook_reports_and_prunes_with_a_clean_stop():
+    from nbtrain.engine.callbacks import StopController
+    from nbtrain.events import Evaluated, StepEnd
+    from nbtrain.sweep import _TrialHook
+
+    class FakeTrial:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return len(self.reports) >= 2
+
+    trial, sweep_stop, trial_stop = FakeTrial(), StopController(), StopController()
+    hook = _TrialHook(trial, "eval_accuracy", sweep_stop, trial_stop, prune=True)
+    hook(Evaluated(step=2, metrics={"accuracy": 0.5, "loss": 0.7}))
+    assert not trial_stop.requested
+    hook(Evaluated(step=4, metrics={"accuracy": 0.4}))
+    assert trial.reports == [(2, 0.5), (4, 0.4)]
+    assert hook.pruned and trial_stop.reason == "stopped"  # the run stops at its next step
+    # a sweep Stop reaches the running trial at its next step
+    trial_stop2 = StopController()
+    hook2 = _TrialHook(FakeTrial(), "eval_accuracy", sweep_stop, trial_stop2, prune=False)
+    sweep_stop.request("stopped")
+    hook2(StepEnd(step=1))
+    assert trial_stop2.requested
+
+
+def test_median_pruning_stops_bad_trials(fast_cfg, runs_dir):
+    # With sampler seed 6 the trials draw lr 1e-3, 1e-3, 1e-7 (Optuna's seeded random startup).
+    # The first two learn; the third stays at its starting loss and is above their median at its
+    # first evaluation, so it is pruned there and its run stops cleanly with a checkpoint.
+    cfg = sweep_cfg(fast_cfg, trials=3, startup_trials=1, metric="eval_loss", seed=6)
+    cfg["max_steps"] = 8
+    cfg["sweep"]["params"] = {"lr": [1e-3, 1e-7]}
+    res = nbtrain.finetune(cfg, display="none")
+    df = res.trials.set_index("run")
+    assert list(df["lr"]) == [1e-3, 1e-3, 1e-7], df
+    assert res.direction == "minimize"
+    assert list(df["state"]) == ["finished", "finished", "pruned"], df
+    from nbtrain.runs import run_status
+
+    status = run_status(runs_dir / "sw" / "trial-2")
+    assert status.status == "stopped" and status.steps < 8  # stopped cleanly, early
+    assert res.best.name in ("trial-0", "trial-1")
+
+
+def test_cli_runs_a_sweep_with_the_text_view(fast_cfg, runs_dir, tmp_path, capsys):
+    import yaml
+
+    from nbtrain.cli import main
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_cfg(fast_cfg, trials=2)))
+    assert main(["run", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "Sweep sw: 2 trials, maximize eval_accuracy" in err
+    assert "-- trial-0 [1/2]: " in err and "lr=" in err and "-- trial-1: finished" in err
+    assert "Best: trial-" in err and "best_config.yaml" in err
