@@ -98,6 +98,10 @@ def _placeholder_function(*args: object, **kwargs: object) -> list:
     return []
 
 
+def _placeholder_hp_space(trial):  # the tutorial's hp_space(trial) shape
+    return {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-4, log=True)}
+
+
 class _AnyName(dict):
     """A notebook namespace where every ``{name}`` exists: a file name, or a function for the
     names a config lists as functions (``reward: [{my_reward}]``, ``callbacks``, ...)."""
@@ -129,6 +133,8 @@ def _check_finetune_body(block: Block) -> None:
     classes = {}
     for line in body.splitlines():
         m = re.match(r"\s*(trainer_class|callbacks)\s*:", line)
+        if re.match(r"\s*hp_space\s*:", line):
+            classes.update({n: _placeholder_hp_space for n in re.findall(r"\{(\w+)\}", line)})
         if m:
             from transformers import Trainer, TrainerCallback
 

@@ -81,6 +81,17 @@ def check_executed_quickstart(path: Path) -> None:
     assert "quickstart-minilm" in _outputs(cells["%nbtrain runs"])
     assert (path.parent / "runs" / "quickstart-minilm" / "final").is_dir()
 
+    # --background: the cell returned, the next cell ran while the run trained, wait() ended it.
+    bg_cell = cells["%%finetune quickstart-lr5e-5 --background --out bg"]
+    assert "training in the background" in _outputs(bg_cell)
+    meanwhile = _outputs(cells['print("This cell ran while", bg.name, "was", bg.status)'])
+    assert "quickstart-lr5e-5 was" in meanwhile and "finished" not in meanwhile
+    assert 0.5 <= float(_outputs(cells['bg.wait().metrics["eval_accuracy"]'])) <= 1.0
+    views = [o.data.get("text/html", "") for o in bg_cell.outputs if "data" in o]
+    assert any("nbtrain run card" in v for v in views)  # its own cell ended as the card
+    compared = _outputs(cells["%nbtrain compare quickstart-minilm quickstart-lr5e-5"])
+    assert "quickstart-minilm" in compared and "learning_rate" in compared  # the differing key
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(

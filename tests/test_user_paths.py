@@ -186,7 +186,6 @@ def test_magic_prints_a_data_error_once(ip, bad_column_yaml, capsys):
         assert "Traceback" not in both
 
 
-@pytest.mark.xfail(strict=True, reason="lead: runner opens the folder after prepare")
 def test_errors_found_before_training_leave_nothing_on_disk(bad_column_yaml, tmp_path):
     import nbtrain
 
@@ -264,7 +263,6 @@ def _unnamed_yaml(tmp_path: Path, tiny_bert: Path, csv: Path, **extra) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="structure issue: unnamed runs get a stable name")
 def test_cli_rerun_of_a_config_without_name_reuses_its_run(tmp_path, tiny_bert, sentiment_csv):
     config = _unnamed_yaml(tmp_path, tiny_bert, sentiment_csv["train"], epochs=1)
     first = _cli("run", str(config), "--quiet", cwd=tmp_path)

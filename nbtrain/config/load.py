@@ -828,6 +828,17 @@ def _sweep_section(value: Any, cfg: Config) -> SweepConfig:
         value = {}
     mapping = dict(_as_mapping(value, "sweep"))
     params = mapping.pop("params", None)
+    hp_space = mapping.pop("hp_space", None)
+    if hp_space is not None:  # the Trainer tutorial's hp_space(trial) function
+        from nbtrain.config.hp_space import hp_space_params
+        from nbtrain.config.refs import unwrap
+
+        if params:
+            raise ConfigError(
+                "sweep: give the search space once, as hp_space (a function) or as params.",
+                field="sweep.hp_space",
+            )
+        params = hp_space_params(unwrap(hp_space))
     sweep = _section(SweepConfig, mapping, "sweep")
     if params is None or params == {}:
         raise ConfigError(
