@@ -96,11 +96,14 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     space = _text(cell("from nbtrain.config.hp_space import"))
     assert "'learning_rate': {'low': 1e-06, 'high': 0.0001, 'log': True}" in space
     assert "'per_device_train_batch_size': [16, 32, 64]" in space
+    search = _text(cell('print(len(search.trials), "trials; best:"'))
+    assert search.startswith("2 trials; best: trial-"), search
+    assert (work / "runs" / "tutorial-search" / "study.db").is_file()
 
     # report_to wandb without wandb: one paragraph naming what to install (issue 11's check)
     wandb = _text(by_start["%%finetune tutorial-wandb --display text"])
     from nbtrain.config import load as config_load
 
-    if hasattr(config_load, "check_reporters"):
-        assert "pip install wandb" in wandb and "Traceback" not in wandb
+    assert hasattr(config_load, "check_reporters")
+    assert "pip install wandb" in wandb and "Traceback" not in wandb
     assert not (work / "runs" / "tutorial-wandb").exists()
