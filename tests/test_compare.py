@@ -259,6 +259,14 @@ def test_magic_compares_and_rejects_bad_input(runs: Path) -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     ip = InteractiveShell.instance()
+    try:
+        _magic_checks(ip, runs, UsageError)
+    finally:
+        # A shell left behind would make later tests see IPython where a script has none.
+        InteractiveShell.clear_instance()
+
+
+def _magic_checks(ip, runs: Path, UsageError) -> None:
     ip.run_line_magic("load_ext", "nbtrain")
     out = ip.run_line_magic("nbtrain", f"compare slow-lr fast-lr --x epoch --runs-dir {runs}")
     assert type(out).__name__ == "Comparison" and out.x == "epoch"
