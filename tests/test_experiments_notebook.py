@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_experiments.ipynb"
-SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+SST2 = Path(
+    os.environ.get("NBTRAIN_SST2")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+)
 
 pytestmark = [
     pytest.mark.slow,
