@@ -184,6 +184,8 @@ def test_resume_from_an_older_checkpoint_of_the_run(tiny_bert, sentiment_csv, ru
     run_dir = runs_dir / "older"
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
 
+    for folder in ("checkpoint-12", "final"):  # gone after the resume: removed, not overwritten
+        (run_dir / folder / "from-the-first-training").write_text("x")
     again = nbtrain.finetune(
         {**cfg, "resume_from_checkpoint": str(run_dir / "checkpoint-6")}, display="none"
     )
@@ -195,6 +197,7 @@ def test_resume_from_an_older_checkpoint_of_the_run(tiny_bert, sentiment_csv, ru
         "checkpoint-12, final removed." in m
         for m in notices
     )
+    assert not list(run_dir.glob("*/from-the-first-training"))
     # nbtrain's own checkpoint: the exact-resume guarantee holds (same weights, bit for bit)
     resumed = again.model.state_dict()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
