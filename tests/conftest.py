@@ -158,9 +158,11 @@ _KNOWN = {
 }
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in _KNOWN:
             item.add_marker(
-                pytest.mark.xfail(reason="known failure after the merges (tests/known_failures.txt)")
+                pytest.mark.xfail(
+                    reason="known failure after the merges (tests/known_failures.txt)"
+                )
             )
