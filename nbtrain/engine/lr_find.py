@@ -9,7 +9,6 @@ nothing is written to disk. Never prints; emits ``stage`` events like a run's pr
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,9 +124,9 @@ def find_lr(
     import dataclasses
 
     import torch
-    from transformers import set_seed
 
-    from nbtrain.engine.model import device_info, load_model
+    from nbtrain.engine.fresh import fresh_model
+    from nbtrain.engine.model import device_info
     from nbtrain.engine.prepare import describe_model, prepare
 
     bus = bus or EventBus()
@@ -136,17 +135,7 @@ def find_lr(
     prep = prepare(cfg, bus)
     task = prep.task
     bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
-    set_seed(cfg.seed)
-    if isinstance(prep.model_source, str):
-        model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
-    else:
-        model = copy.deepcopy(prep.model_source)  # the user's object keeps its weights
-    if cfg.freeze_embeddings and model.get_input_embeddings() is not None:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    if cfg.lora is not None:
-        from nbtrain.engine.lora import apply_lora
-
-        model = apply_lora(model, cfg, task)
+    model = fresh_model(prep)  # the user's object keeps its weights
     bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
 
     dev = device_info()

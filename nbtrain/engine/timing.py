@@ -12,7 +12,6 @@ each eval batch's tokens. Checkpoint saving and model loading are not counted.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import statistics
@@ -296,23 +295,13 @@ def _eval_time(prep: Any, model: Any, batch: Any, autocast: Any, sync: Any, mult
 
 def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[Any], Any]:
     """The model as the run builds it (LoRA, frozen embeddings, checkpointing) + optimizer."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments
 
-    from nbtrain.engine.model import load_model
+    from nbtrain.engine.fresh import fresh_model
     from nbtrain.engine.training_args import translate
 
-    cfg, task = prep.cfg, prep.task
-    set_seed(cfg.seed)
-    if isinstance(prep.model_source, str):
-        model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
-    else:
-        model = copy.deepcopy(prep.model_source)  # the caller's object is never trained
-    if cfg.freeze_embeddings and model.get_input_embeddings() is not None:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    if cfg.lora is not None:
-        from nbtrain.engine.lora import apply_lora
-
-        model = apply_lora(model, cfg, task)
+    cfg = prep.cfg
+    model = fresh_model(prep)  # the caller's object is never trained
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if device.kind == "cuda":
