@@ -417,22 +417,6 @@ class NbtrainMagics(Magics):
         except ConfigError as e:
             raise UsageError(str(e)) from None
 
-
-def _stop(name: str) -> View:
-    from nbtrain.background import RUNS, running
-
-    handle = RUNS.get(name)
-    if handle is None or handle.done:
-        live = [h.name for h in running()]
-        raise UsageError(
-            f"%nbtrain stop: no background run named {name!r} is training in this kernel."
-            + did_you_mean(name, live)
-            + (f" Running: {', '.join(live)}." if live else " None is running.")
-            + " A run in the foreground stops with the kernel's interrupt (■)."
-        )
-    handle.stop()
-    return View(f"Stopping {name!r} after this step; a checkpoint is saved.")
-
     def _config_of(self, what: str, runs_dir: str) -> Any:
         """A config from a notebook variable (Config, dict, YAML text or path), a YAML file, or
         the ``config.yaml`` of a run (its ``{name}`` references resolved in the notebook)."""
@@ -474,6 +458,22 @@ def _stop(name: str) -> View:
             "learning_rate: find to have each run search for it)."
         )
         return result
+
+
+def _stop(name: str) -> View:
+    from nbtrain.background import RUNS, running
+
+    handle = RUNS.get(name)
+    if handle is None or handle.done:
+        live = [h.name for h in running()]
+        raise UsageError(
+            f"%nbtrain stop: no background run named {name!r} is training in this kernel."
+            + did_you_mean(name, live)
+            + (f" Running: {', '.join(live)}." if live else " None is running.")
+            + " A run in the foreground stops with the kernel's interrupt (■)."
+        )
+    handle.stop()
+    return View(f"Stopping {name!r} after this step; a checkpoint is saved.")
 
 
 def _identifier(name: str | None) -> bool:

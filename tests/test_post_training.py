@@ -219,7 +219,7 @@ def test_dpo_learns_the_rule(dpo_run) -> None:
     assert [s["chosen"] for s in samples] == [r["chosen"] for r in preference_rows(2)]
     assert all(isinstance(s["output"], str) and s["rejected"] for s in samples)
     card = (run.output_dir / "card.html").read_text()
-    assert "rewards/margins" in card and "Samples" in card and "rejected" in card
+    assert "rewards/margins" in card and "Generated samples" in card and "rejected" in card
     assert not (run.output_dir / "README.md").exists()  # no TRL model card in the run folder
 
 
@@ -357,7 +357,9 @@ def test_dry_run_reports_preference_data(gpt2: Path, runs_dir: Path) -> None:
     report = dry_run(cfg)
     assert report.task == "dpo" and report.train_rows == 16
     assert report.examples[0]["n_tokens"] > 0  # prompt + chosen, as the model reads them
-    assert "dpo data: prompt, chosen, rejected as text" in report.text()
+    from nbtrain.display.report import Report
+
+    assert "note: dpo data: prompt, chosen, rejected as text" in Report(report).text()
     assert not (runs_dir / "dry").exists()
 
 
