@@ -283,7 +283,15 @@ def _seconds(cell: object) -> float:
 
 
 def _errors(cell: object) -> list[dict]:
-    return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    """The cell's errors; IPython prints a magic's ``UsageError`` (an unknown magic too) as
+    stderr text, not as an error output, so that counts as one."""
+    outputs = cell.get("outputs", [])
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    for o in outputs:
+        text = o.get("text", "") if o.get("name") == "stderr" else ""
+        if text.startswith("UsageError"):
+            errors.append({"ename": "UsageError", "traceback": [text]})
+    return errors
 
 
 RUN_KINDS = ("cell", "yaml-file", "shell")
