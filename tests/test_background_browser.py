@@ -71,9 +71,9 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     page.wait_for_selector(".jp-Notebook .jp-Cell")
     page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
 
-    _run_cell(page, 0)
+    _run_cell(page, 0, lab)
     started = time.time()
-    _run_cell(page, 1)  # returns at once: the prompt gets its number while the run goes on
+    _run_cell(page, 1, lab)  # returns at once: the prompt gets its number while the run goes on
     cell1 = page.locator(".jp-Notebook .jp-Cell").nth(1)
     assert "training in the background" in cell1.inner_text()
     view = cell1.locator(".nbtrain-widget-view")
@@ -82,7 +82,7 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     assert time.time() - started < 170
 
     # Another cell runs and prints while the run trains; nothing of the run lands there.
-    _run_cell(page, 2)
+    _run_cell(page, 2, lab)
     cell2 = page.locator(".jp-Notebook .jp-Cell").nth(2)
     page.wait_for_function(
         "el => el.innerText.includes('meanwhile bgrun is running')",
@@ -101,7 +101,7 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     page.get_by_text(re.compile(r"nbtrain e2e \| (Idle|Busy)")).wait_for(timeout=120_000)
 
     # %nbtrain attach in a new cell: the curves so far, then live.
-    _run_cell(page, 3)
+    _run_cell(page, 3, lab)
     cell3 = page.locator(".jp-Notebook .jp-Cell").nth(3)
     attached = cell3.locator(".nbtrain-widget-view")
     attached.wait_for(timeout=60_000)

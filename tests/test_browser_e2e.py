@@ -274,7 +274,7 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     form.locator(".lm-TabBar-tab", has_text="Data").click()
     form.locator(".nbt-field-data-train input").fill(str(root / "train.csv"))
     form.locator(".nbt-field-data-eval input").fill(str(root / "dev.csv"))
-    form.locator(".lm-TabBar-tab", has_text="Training").click()
+    form.get_by_role("tab", name="Training", exact=True).click()
     form.locator(".nbt-field-learning_rate input").fill("fast")
     error = form.locator(".nbt-error-learning_rate")
     page.wait_for_function(
@@ -322,7 +322,7 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     # -- Stop on a longer run ------------------------------------------------------------------
     form.locator(".lm-TabBar-tab", has_text="Model").click()
     form.locator(".nbt-field-name input").fill("long-run")
-    form.locator(".lm-TabBar-tab", has_text="Training").click()
+    form.get_by_role("tab", name="Training", exact=True).click()
     form.locator(".nbt-field-num_train_epochs input").fill("300")
     page.wait_for_function("el => !el.disabled", arg=train.element_handle())
     train.click()

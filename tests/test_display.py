@@ -477,3 +477,24 @@ def test_card_details_come_from_the_kept_best_evaluation():
     assert state.final_details == worse  # still training: the latest
     state.update(RunEnded(step=12, best_checkpoint="runs/x/checkpoint-6"))
     assert state.final_details == good  # the final model is the best checkpoint's
+
+
+def test_live_view_lists_the_first_best_and_latest_evaluations_only():
+    from nbtrain.display import html as H
+    from nbtrain.display.state import RunState
+    from nbtrain.events import Evaluated, RunStarted
+
+    state = RunState()
+    state.update(RunStarted(run="r", task="text-classification", total_steps=200))
+    for k in range(1, 21):
+        acc = 0.9 if k == 5 else 0.5 + k / 100  # the best is the 5th, early in the run
+        state.update(Evaluated(step=10 * k, epoch=k / 2, metrics={"loss": 1 / k, "accuracy": acc}))
+    live = H.eval_table(state, limit=H.LIVE_EVAL_ROWS)
+    steps = [
+        int(s.replace(",", ""))
+        for s in re.findall(r"<td style='[^']*'>(?:★ )?([\d,]+)</td><td", live)
+    ]
+    assert steps == [10, 50, 150, 160, 170, 180, 190, 200]  # first, best, the last six
+    assert "… 3 more evaluations" in live and "… 9 more evaluations" in live
+    full = H.eval_table(state)
+    assert len(re.findall("<tr", full)) == 21 and "more evaluation" not in full

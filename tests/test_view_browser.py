@@ -102,6 +102,13 @@ def test_card_and_live_view_in_jupyterlab(
     finally:
         os.environ.pop("JUPYTER_PATH", None)
     nbformat.write(nb, tmp_path / "view.ipynb")
+    # Signed as trusted, as a notebook the user ran is: JupyterLab sanitizes the inline SVG of an
+    # untrusted one (the card's curves are an <img>, which survives either way).
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "trust", str(tmp_path / "view.ipynb")],
+        env=env,
+        check=True,
+    )
 
     out_dir = Path(os.environ.get("NBTRAIN_SCREENSHOTS", tmp_path / "shots"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -118,8 +118,12 @@ def progress(state: RunState) -> str:
     )
 
 
-def eval_table(state: RunState) -> str:
-    """A row per evaluation; the best one (as the engine picks it) marked with ★."""
+def eval_table(state: RunState, limit: int | None = None) -> str:
+    """A row per evaluation; the best one (as the engine picks it) marked with ★.
+
+    ``limit``: show the first, the best and the last ``limit`` evaluations only (the live view:
+    a long run's table would push the curves out of sight); a row says how many are left out.
+    """
     if not state.evals:
         return ""
     names = state.metric_names
@@ -129,8 +133,21 @@ def eval_table(state: RunState) -> str:
         f"<th style='{HEAD}'>{escape(n)}{' ★' if best_metric and n == best_metric[0] else ''}</th>"
         for n in names
     )
+    n = len(state.evals)
+    shown = set(range(n))
+    if limit is not None and n > limit + 2:
+        shown = {0, *range(n - limit, n)} | ({best} if best is not None else set())
     rows = []
     for i, row in enumerate(state.evals):
+        if i not in shown:
+            if i - 1 in shown:  # one row for each run of left-out evaluations
+                gap = next((j for j in range(i, n) if j in shown), n) - i
+                rows.append(
+                    f"<tr><td colspan='{len(names) + 2}' style='{CELL}text-align:left;"
+                    f"opacity:.65'>… {gap} more evaluation{'s' if gap > 1 else ''} "
+                    "(all of them in the card and in run.history)</td></tr>"
+                )
+            continue
         mark = i == best
         style = "font-weight:600;background:rgba(17,119,51,.12);" if mark else ""
         cells = "".join(
@@ -364,6 +381,10 @@ def run_output(text: str, limit: int = 4000) -> str:
     )
 
 
+#: Evaluations the live view lists (first, best and the latest ones); the card lists all.
+LIVE_EVAL_ROWS = 6
+
+
 def live_html(state: RunState, curves: str = "", note: str = "", *, output: str = "") -> str:
     """The whole live view as one HTML string (``curves``: the SVG charts)."""
     body = (
@@ -372,7 +393,7 @@ def live_html(state: RunState, curves: str = "", note: str = "", *, output: str 
         + stages(state)
         + progress(state)
         + problem(state)
-        + eval_table(state)
+        + eval_table(state, limit=LIVE_EVAL_ROWS)
         + curves
         + model_outputs(state)
         + notices(state)
