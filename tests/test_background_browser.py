@@ -62,6 +62,8 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
         f"%%finetune bgrun --background\n{body}",
         "print('meanwhile', bgrun.name, 'is', bgrun.status)",
         "%nbtrain attach bgrun",
+        f"%%finetune second --set epochs=2\n{body}",
+        "%nbtrain compare bgrun second",
     ]
     shutil.rmtree(root / "runs", ignore_errors=True)
     nb = f"bg-{tmp_path.name}.ipynb"
@@ -124,3 +126,17 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     assert (root / "runs" / "bgrun" / f"checkpoint-{step}" / "model.safetensors").is_file()
     events = (root / "runs" / "bgrun" / "events.jsonl").read_text().splitlines()
     assert json.loads(events[-1])["status"] == "stopped"
+
+    # A second run in the foreground, then both compared: curves overlaid, table, config diff.
+    _run_cell(page, 4, lab)
+    cell4 = page.locator(".jp-Notebook .jp-Cell").nth(4)
+    cell4.locator(".nbtrain-card").wait_for(timeout=180_000)
+    _run_cell(page, 5, lab)
+    cell5 = page.locator(".jp-Notebook .jp-Cell").nth(5)
+    cmp = cell5.locator(".nbtrain-view", has_text="Comparing 2 runs")
+    cmp.wait_for(timeout=60_000)
+    shot("compare", cell5)
+    text = cmp.inner_text()
+    assert "bgrun" in text and "second" in text and "stopped" in text and "finished" in text
+    assert cmp.locator("svg polyline").count() >= 4  # two runs on each of at least two panels
+    assert "epochs" in text  # the config diff: the one key that differs
