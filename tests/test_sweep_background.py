@@ -149,3 +149,34 @@ def test_a_changed_background_sweep_is_refused_before_it_starts(fast_cfg):
     with pytest.raises(ConfigError, match=r"different config \(changed: sweep.params.batch_size"):
         nbtrain.finetune(cfg, display="none", background=True)
     assert "sw" not in RUNS
+
+
+def test_finetune_magic_starts_a_sweep_in_the_background(fast_cfg, runs_dir):
+    import contextlib
+    import io
+
+    import yaml
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbtrain")
+    cfg = {**sweep_cfg(fast_cfg, trials=3), "display": "none", "max_steps": 40}
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        shell.run_cell_magic("finetune", "swmagic --background", yaml.safe_dump(cfg))
+    handle = shell.user_ns.pop("swmagic")
+    assert isinstance(handle, SweepHandle) and "training in the background" in buf.getvalue()
+    t0 = time.time()
+    while handle.trial_state.step < 2 and time.time() - t0 < 300:
+        time.sleep(0.05)
+    listing = repr(shell.run_line_magic("nbtrain", f"runs --runs-dir {runs_dir}"))
+    line = next(ln for ln in listing.splitlines() if ln.startswith("swmagic "))
+    assert "sweep" in line and "running trial 1/3 (background)" in line
+    stopped = shell.run_line_magic("nbtrain", "stop swmagic")
+    assert "Stopping sweep 'swmagic'" in repr(stopped)
+    res = handle.wait(300)
+    assert res.status == "stopped" and len(res.trials) == 0  # trial-0 resumes next time
+    assert any(
+        p.name.startswith("checkpoint-") for p in (runs_dir / "swmagic" / "trial-0").iterdir()
+    )
