@@ -156,7 +156,6 @@ def test_finetune_magic_starts_a_sweep_in_the_background(fast_cfg, runs_dir):
     import io
 
     import yaml
-
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
@@ -180,3 +179,23 @@ def test_finetune_magic_starts_a_sweep_in_the_background(fast_cfg, runs_dir):
     assert any(
         p.name.startswith("checkpoint-") for p in (runs_dir / "swmagic" / "trial-0").iterdir()
     )
+
+
+def test_a_sweep_queued_behind_a_run_says_so_and_a_stop_cancels_it(fast_cfg, runs_dir):
+    first = nbtrain.finetune(
+        {**fast_cfg, "name": "first", "epochs": 3}, display="none", background=True
+    )
+    rec = Recorder()
+    from nbtrain.display.sweep import SweepPanel
+
+    sweep = nbtrain.finetune(
+        sweep_cfg(fast_cfg, trials=1), display=SweepPanel(display=rec), background=True
+    )
+    assert sweep.status == "queued" and sweep.queued_behind == "first"
+    assert "queued behind first" in repr(sweep)
+    assert "sweep sw" in rec.last and "queued behind first" in rec.last  # its panel says why
+    assert "queued behind first" in sweep._repr_html_()
+    sweep.stop()  # a queued sweep that is stopped never starts
+    assert sweep.wait(60) is None and sweep.status == "stopped"
+    first.wait(300)
+    assert not (runs_dir / "sw").exists()
