@@ -90,9 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"LR finder ({ns.method}): {found.suggestion:.3g} in {finder_s:.0f} s; {found.candidates}"
     )
+    # The same curve read whole (no fastai trim of the first tenth and last five points): the
+    # rule before 2026-12-02, to see what the trim changed on this curve.
+    from nbtrain.engine import lr_find as engine_lr
+
+    untrimmed = engine_lr.suggest(found.lrs, found.smoothed, ns.method, skip=False)
+    print(f"  the same curve read whole (the rule before the trim): {untrimmed:.3g}")
     results["finder"] = train(f"finder-{ns.method}", found.suggestion)
     results["finder"].update(
-        suggestion=found.suggestion, candidates=found.candidates, finder_s=round(finder_s, 1)
+        suggestion=found.suggestion,
+        candidates=found.candidates,
+        untrimmed_suggestion=untrimmed,
+        finder_s=round(finder_s, 1),
     )
 
     best_grid = max(

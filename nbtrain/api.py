@@ -47,7 +47,8 @@ def finetune(
         on_event: extra subscribers (callables taking an :class:`~nbtrain.events.Event`).
         stop: a ``StopController`` another thread may use to end the run cleanly.
         background: train on a worker thread and return a :class:`~nbtrain.background.RunHandle`
-            at once; ``handle.wait()`` gives the RunResult.
+            at once; ``handle.wait()`` gives the RunResult (for a sweep: a ``SweepHandle``
+            whose ``wait()`` gives the SweepResult).
         parallel: start now even if a background run of this kernel is training (by default
             runs queue and train one at a time; a foreground run waits in its cell).
         **overrides: config fields, e.g. ``epochs=1`` or ``**{"data.train": "x.csv"}``.
@@ -68,11 +69,13 @@ def finetune(
         display = cfg.display  # the config's `display:` key, unless the caller chose one
     if cfg.sweep is not None:
         if background:
-            from nbtrain.errors import ConfigError
-
-            raise ConfigError(
-                "A sweep runs in the foreground for now: drop --background (background=True); "
-                "re-running the cell after an interrupt continues the sweep where it stopped."
+            return _start_background(
+                cfg,
+                restart=restart,
+                display=display,
+                on_event=on_event,
+                parallel=parallel,
+                sweep=True,
             )
         from nbtrain.sweep import run_sweep
 
@@ -146,16 +149,50 @@ def run_config(
     return result
 
 
+def run_sweep_config(
+    cfg: Config,
+    *,
+    subscribers: list[Callable[[Event], None]],
+    restart: bool = False,
+    stop: Any = None,
+) -> SweepResult:
+    """Run (or continue) the sweep ``cfg`` on this thread: the core of a background sweep.
+
+    Its trials train through :func:`finetune` with ``parallel=True``: the sweep already holds
+    this kernel's training slot."""
+    from nbtrain.sweep import run_sweep
+
+    return run_sweep(
+        cfg,
+        restart=restart,
+        display="none",
+        on_event=subscribers,
+        stop=stop,
+        train=_train_trial,
+        load_run=load_run,
+    )
+
+
+def _train_trial(cfg: Config, **kw: Any) -> RunResult:
+    return finetune(cfg, parallel=True, **kw)
+
+
 def _start_background(
-    cfg: Config, *, restart: bool, display: Any, on_event: Any, parallel: bool
+    cfg: Config, *, restart: bool, display: Any, on_event: Any, parallel: bool, sweep: bool = False
 ) -> Any:
     import copy
 
-    from nbtrain.background import RunHandle
+    from nbtrain.background import RunHandle, SweepHandle
     from nbtrain.display.card import CardWriter
     from nbtrain.engine.rundir import default_name
 
-    if not cfg.name:
+    if sweep:
+        from nbtrain.sweep import check_sweep, sweep_dir
+
+        check_sweep(cfg, restart=restart)  # Optuna missing, a changed config: raised here, now
+        cfg = copy.copy(cfg)
+        cfg.name = sweep_dir(cfg).name  # the handle, attach/stop and the folder agree on it
+    elif not cfg.name:
         # Pin the name now: the handle, %nbtrain attach/stop and the folder must agree on it.
         cfg = copy.copy(cfg)
         cfg.name = default_name(cfg)
@@ -168,16 +205,35 @@ def _start_background(
         display = "none"
     if on_event is not None:
         extra.extend([on_event] if callable(on_event) else list(on_event))
-    extra.append(CardWriter())
-    handle = RunHandle(
-        cfg, restart=restart, parallel=parallel, subscribers=extra, target=run_config
-    )
-    view = view or _view(display, on_stop=handle.stop)
+    if sweep:  # each trial's run writes its own card
+        handle: RunHandle = SweepHandle(
+            cfg, restart=restart, parallel=parallel, subscribers=extra, target=run_sweep_config
+        )
+        view = view or _sweep_view(display)
+    else:
+        extra.append(CardWriter())
+        handle = RunHandle(
+            cfg, restart=restart, parallel=parallel, subscribers=extra, target=run_config
+        )
+        view = view or _view(display, on_stop=handle.stop)
     handle.start()
     if view is not None:
         handle.watch(view)
-        view.show()
+        getattr(view, "show", lambda: None)()
     return handle
+
+
+def _sweep_view(display: Any, show: Any = None) -> Any:
+    """A background sweep's view: its trial panel (the text log outside a notebook)."""
+    if show is not None:
+        from nbtrain.display.sweep import SweepPanel
+
+        return SweepPanel(display=show)
+    if display in (None, "none"):
+        return None
+    from nbtrain.display.sweep import make_sweep_renderer
+
+    return make_sweep_renderer(display)
 
 
 def _view(display: Any, *, on_stop: Any = None) -> Any:
@@ -233,7 +289,8 @@ def attach(
 
     Works for a background run of this kernel (after a browser reload or in a second tab too),
     for a run another process is training (CLI, ``accelerate launch``), and for a finished run
-    (its card).
+    (its card). For a sweep it shows the trial panel: live for a background sweep of this
+    kernel, else rebuilt from the sweep's ``sweep.jsonl``.
 
     Args:
         name: the run name (or its folder).
@@ -248,6 +305,12 @@ def attach(
     from nbtrain.background import RUNS
 
     handle = RUNS.get(str(name))
+    if handle is not None and not handle.done and handle.kind == "sweep":
+        sweep_view = _sweep_view(mode, show=display)  # the sweep's trial panel
+        if sweep_view is not None:
+            handle.watch(sweep_view)
+            getattr(sweep_view, "show", lambda: None)()
+        return handle
     if handle is not None and not handle.done:
         if display is not None:
             from nbtrain.display.live import HtmlRenderer

@@ -1,7 +1,9 @@
 """Background runs: training on a worker thread of the kernel while the notebook stays usable.
 
 ``finetune(config, background=True)``, ``%%finetune NAME --background`` and the form's Train
-button all come here. The caller gets a :class:`RunHandle` at once; the run trains on a worker
+button all come here; a config with a ``sweep:`` section gets a :class:`SweepHandle` (the same
+handle: its view is the sweep's trial panel, ``wait()`` returns the ``SweepResult``, ``stop()``
+saves the current trial's checkpoint and ends the sweep). The caller gets a :class:`RunHandle` at once; the run trains on a worker
 thread, one at a time per kernel (others wait in a queue) unless ``parallel=True``. Views
 subscribe to the handle: the one created in the starting cell and any number attached later
 (``%nbtrain attach NAME``), each drawing into its own output, never into whichever cell happens
@@ -105,8 +107,8 @@ class RunHandle:
         """
         if not self._done.wait(timeout):
             raise TimeoutError(
-                f"Run {self.name!r} is still {self.status} after {timeout} s "
-                f"(step {self.state.step}/{self.state.total_steps})."
+                f"{self.kind.capitalize()} {self.name!r} is still {self.status} after "
+                f"{timeout} s ({self._where()})."
             )
         if self.error is not None:
             raise self.error
@@ -163,20 +165,29 @@ class RunHandle:
 
     queued_behind: str | None = None
 
+    kind = "run"
+
     def __call__(self, ev: Event) -> None:
         """The engine's subscriber: record, fold, fan out (on the worker thread)."""
         with self._lock:
-            if ev.persist:
-                self._events.append(ev)
-            self.state.update(ev)
-            if ev.type == "start":
-                self.status = "running"
+            self._fold(ev)
             viewers = list(self._viewers)
         for fn in (*viewers, *self._subscribers):
             try:
                 fn(ev)
             except Exception:  # a broken view must not lose the training run
                 pass
+
+    def _fold(self, ev: Event) -> None:
+        """Record and fold one event (under the lock)."""
+        if ev.persist:
+            self._events.append(ev)
+        self.state.update(ev)
+        if ev.type == "start":
+            self.status = "running"
+
+    def _where(self) -> str:
+        return f"step {self.state.step}/{self.state.total_steps}"
 
     def _main(self) -> None:
         _OUTPUT.route(self._write)
@@ -212,7 +223,7 @@ class RunHandle:
             for v in viewers:
                 self._sync(v)
                 if not v.state.ended:  # an error before training: no end event was drawn
-                    _safe(v.show)
+                    _safe(getattr(v, "show", _nothing))
                 _safe(getattr(v, "close", lambda: None))
             for fn in callbacks:  # before wait() returns, so callers see their effects
                 _safe(lambda fn=fn: fn(self))
@@ -262,7 +273,7 @@ class RunHandle:
             viewers = list(self._viewers)
         for v in viewers:
             self._sync(v)
-            _safe(v.show)
+            _safe(getattr(v, "show", _nothing))
 
     def __repr__(self) -> str:
         s = self.state
@@ -279,6 +290,106 @@ class RunHandle:
                 view.state.update(ev)
         self._sync(view)
         return view.html()
+
+
+class SweepHandle(RunHandle):
+    """A sweep running in the background: a :class:`RunHandle` whose run is the whole sweep.
+
+    ``status``, ``stop()``, ``wait()`` (the :class:`~nbtrain.sweep.SweepResult`), the queue and
+    the output routing are the run handle's; ``state`` is the sweep's
+    :class:`~nbtrain.display.sweep.SweepState` (trials and their states), ``trial_state`` the
+    current trial's :class:`RunState`, and its views are trial panels.
+    """
+
+    kind = "sweep"
+
+    def __init__(self, cfg: Any, **kw: Any) -> None:
+        from nbtrain.display.sweep import SweepState
+
+        super().__init__(cfg, **kw)
+        self.state = SweepState(sweep=cfg.name, total=cfg.sweep.trials)  # type: ignore[assignment]
+        self.trial_state = RunState()
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the sweep's trials done, the current trial's steps counted in."""
+        if self.done and self.status == "finished":
+            return 1.0
+        s = self.state
+        current = self.trial_state.fraction if s.current is not None else 0.0
+        return min(1.0, (s.ended_count + current) / s.total) if s.total else 0.0
+
+    def _fold(self, ev: Event) -> None:
+        if ev.type.startswith(("sweep_", "trial_")):
+            if ev.type == "trial_start":
+                # A new trial: keep the sweep's events and this trial's run events only (the
+                # ended trials have their own logs); an attaching panel replays these.
+                self._events = [e for e in self._events if _is_sweep_event(e)]
+                self.trial_state = RunState(run=ev.run)
+            self.state.update(ev)
+            if ev.type == "sweep_start":
+                self.status = "running"
+        else:
+            self.trial_state.update(ev)
+        if ev.persist:
+            self._events.append(ev)
+
+    def _where(self) -> str:
+        return f"trial {self.state.ended_count + 1}/{self.state.total}"
+
+    def watch(self, viewer: Callable[[Event], None]) -> None:
+        """Feed a view (a trial panel) the sweep's events so far, then every new one."""
+        with self._lock:
+            replay = hasattr(viewer, "_draw") and hasattr(viewer, "trial_view")  # a SweepPanel
+            if replay:
+                viewer._replaying = True  # type: ignore[attr-defined]  # one frame, not one per event
+            try:
+                for ev in self._events:
+                    viewer(ev)
+            finally:
+                if replay:
+                    viewer._replaying = False  # type: ignore[attr-defined]
+            if not self._done.is_set():
+                self._viewers.append(viewer)
+            self._sync(viewer)
+        if self._done.is_set():
+            _safe(getattr(viewer, "show", _nothing))
+
+    def _sync(self, viewer: Any) -> None:
+        super()._sync(viewer)
+        state = getattr(viewer, "state", None)
+        if state is not None and hasattr(state, "sweep") and not state.sweep:
+            state.sweep, state.total = self.state.sweep, self.state.total  # before sweep_start
+
+    def __repr__(self) -> str:
+        s = self.state
+        trials = f", {s.ended_count}/{s.total} trials" if s.total else ""
+        best = s.best
+        best_txt = f", best {best.run} {s.metric}={best.value:.4g}" if best is not None else ""
+        note = self._note()
+        return f"SweepHandle({self.name!r}, {self.status}{trials}{best_txt}" + (
+            f", {note})" if note else ")"
+        )
+
+    def _repr_html_(self) -> str:
+        from nbtrain.display.sweep import SweepPanel
+
+        panel = SweepPanel(display=lambda _v: None)
+        panel._replaying = True  # type: ignore[attr-defined]
+        with self._lock:
+            for ev in self._events:
+                panel(ev)
+        panel._replaying = False  # type: ignore[attr-defined]
+        self._sync(panel)
+        return panel.html()
+
+
+def _is_sweep_event(ev: Event) -> bool:
+    return ev.type.startswith(("sweep_", "trial_"))
+
+
+def _nothing() -> None:
+    pass
 
 
 def _safe(fn: Callable[[], Any]) -> None:

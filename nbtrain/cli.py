@@ -98,22 +98,35 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_runs(ns: argparse.Namespace) -> int:
-    from nbtrain.runs import list_runs
+    from nbtrain.runs import list_runs, list_sweeps
 
     runs = list_runs(ns.runs_dir)
-    if not runs:
+    sweeps = list_sweeps(ns.runs_dir)
+    if not runs and not sweeps:
         print(f"No runs in {ns.runs_dir}/")
         return 0
-    rows = [("NAME", "STATUS", "STEPS", "METRICS", "SIZE")]
+    dated: list[tuple[float, tuple[str, ...]]] = []
     for r in runs:
         metrics = "  ".join(
             f"{k.removeprefix('eval_')}={v:.4f}" for k, v in r.metrics.items() if _shown_metric(k)
         )
         steps = f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps)
-        rows.append((r.name, r.status, steps, metrics or "-", fmt_bytes(r.size_bytes)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        row = (r.name, "run", r.status, steps, metrics or "-", fmt_bytes(r.size_bytes))
+        dated.append((r.started or 0, row))
+    for sw in sweeps:  # one row per sweep: its trials are runs inside its folder
+        best = (
+            f"best {sw.metric.removeprefix('eval_')}={sw.best_value:.4f} ({sw.best_run})"
+            if sw.best_value is not None
+            else "-"
+        )
+        trials = f"{sw.trials_done}/{sw.trials_total} trials"
+        row = (sw.name, "sweep", sw.status, trials, best, fmt_bytes(sw.size_bytes))
+        dated.append((sw.started or 0, row))
+    rows = [("NAME", "KIND", "STATUS", "STEPS", "METRICS", "SIZE")]
+    rows += [row for _, row in sorted(dated, key=lambda d: d[0])]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
     return 0
 
 
@@ -165,7 +178,7 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 COMMANDS.update(
     {
         "run": ("fine-tune a model from a YAML config", _run_args, _cmd_run),
-        "runs": ("list runs with status and last metrics", _runs_args, _cmd_runs),
+        "runs": ("list runs and sweeps with status and last metrics", _runs_args, _cmd_runs),
         "export": (
             "write a run's final model to a folder (--merge folds a LoRA adapter in)",
             _export_args,

@@ -473,6 +473,11 @@ def _stop(name: str) -> View:
             + " A run in the foreground stops with the kernel's interrupt (■)."
         )
     handle.stop()
+    if handle.kind == "sweep":
+        return View(
+            f"Stopping sweep {name!r} after this step of its current trial; the trial's "
+            "checkpoint is saved and it resumes when the sweep runs again."
+        )
     return View(f"Stopping {name!r} after this step; a checkpoint is saved.")
 
 

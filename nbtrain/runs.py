@@ -400,6 +400,81 @@ def is_sweep(path: str | os.PathLike) -> bool:
     return (Path(path) / STUDY_FILE).is_file()
 
 
+@dataclass
+class SweepInfo:
+    """A sweep as ``nbtrain runs`` lists it: one row for the folder and all its trials."""
+
+    name: str
+    path: Path
+    status: str  # new | running | unfinished (cut off) | stopped | interrupted | finished
+    trials_done: int = 0  # finished, pruned and failed trials: what counts towards the total
+    trials_total: int = 0
+    metric: str = ""
+    direction: str = "maximize"
+    best_value: float | None = None
+    best_run: str | None = None
+    size_bytes: int = 0
+    started: float | None = None
+    kind: str = "sweep"
+
+
+def sweep_status(folder: str | os.PathLike) -> SweepInfo:
+    """Status, trials done and best metric of the sweep in ``folder``, from its ``sweep.jsonl``
+    (no Optuna needed)."""
+    folder = Path(folder)
+    info = SweepInfo(name=folder.name, path=folder, status="new")
+    trials: dict[int, tuple[str, str, float | None]] = {}  # number -> (run, state, value)
+    running_dir: Path | None = None
+    for ev in read_events(folder / "sweep.jsonl"):
+        t = ev.type
+        if t == "sweep_start":
+            info.status, info.trials_total = "unfinished", ev.trials
+            info.metric, info.direction = ev.metric, ev.direction
+            info.started = info.started or ev.time
+            for r in ev.history:
+                if r.get("state") != "running":
+                    trials[r["number"]] = (r["run"], r["state"], r.get("value"))
+        elif t == "trial_start":
+            trials[ev.number] = (ev.run, "running", None)
+            running_dir = Path(ev.run_dir) if ev.run_dir else folder / ev.run
+        elif t == "trial_end":
+            trials[ev.number] = (ev.run, ev.state, ev.value)
+            running_dir = None
+        elif t == "sweep_end":
+            info.status = ev.status
+            running_dir = None
+    info.trials_done = sum(1 for _, st, _ in trials.values() if st in _SWEEP_ENDED)
+    done = [(v, run) for run, st, v in trials.values() if st == "finished" and _finite(v)]
+    if done:
+        pick = max if info.direction == "maximize" else min
+        info.best_value, info.best_run = pick(done, key=lambda d: d[0])
+    if info.status == "unfinished":  # no sweep_end yet: a trial is training now, or cut off
+        logs = [folder / "sweep.jsonl"] + ([running_dir / "events.jsonl"] if running_dir else [])
+        with contextlib.suppress(OSError):
+            newest = max(p.stat().st_mtime for p in logs if p.exists())
+            if time.time() - newest < STALE_S:
+                info.status = "running"
+    info.size_bytes = dir_size(folder)
+    return info
+
+
+def list_sweeps(runs_dir: str | os.PathLike = "runs") -> list[SweepInfo]:
+    """The sweeps in ``runs_dir``, oldest first (their trials are not runs of ``runs_dir``)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    sweeps = [sweep_status(d) for d in sorted(root.iterdir()) if is_sweep(d)]
+    sweeps.sort(key=lambda s: s.started or 0)
+    return sweeps
+
+
+_SWEEP_ENDED = ("finished", "pruned", "failed")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and v == v and v not in (float("inf"), float("-inf"))
+
+
 def sweep_storage_url(folder: str | os.PathLike) -> str:
     """Optuna's SQLite storage URL of the sweep in ``folder``."""
     return f"sqlite:///{(Path(folder) / STUDY_FILE).resolve()}"

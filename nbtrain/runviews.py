@@ -55,41 +55,53 @@ def _headline_metric(info: Any) -> str:
 
 
 def runs_view(runs_dir: str | os.PathLike) -> View:
-    """``%nbtrain runs``: name, status, steps, best metric and size of every run."""
+    """``%nbtrain runs``: name, kind, status, steps, best metric and size of every run; a sweep
+    is one row (trials done/total, its best trial's metric), its trials are not listed."""
     from nbtrain.background import running
-    from nbtrain.runs import list_runs
+    from nbtrain.runs import list_runs, list_sweeps
 
     runs = list_runs(runs_dir)
+    sweeps = list_sweeps(runs_dir)
     # This kernel's background runs: their live status, and queued ones before they have a folder.
     live = {h.name: h for h in running()}
-    if not runs and not live:
+    if not runs and not sweeps and not live:
         return View(f"No runs in {os.fspath(runs_dir)}/ yet.")
-    rows = []
+    dated: list[tuple[float, list[str]]] = []
     for r in runs:
         h = live.pop(r.name, None)
-        status = r.status
-        if h is not None:
-            status = _live_status(h)
-        rows.append(
-            [
-                r.name,
-                status,
-                f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps),
-                _headline_metric(r),
-                fmt_bytes(r.size_bytes),
-            ]
-        )
+        status = _live_status(h) if h is not None else r.status
+        steps = f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps)
+        row = [r.name, "run", status, steps, _headline_metric(r), fmt_bytes(r.size_bytes)]
+        dated.append((r.started or 0, row))
+    for sw in sweeps:
+        h = live.pop(sw.name, None)
+        status = _live_status(h) if h is not None else sw.status
+        dated.append((sw.started or 0, _sweep_row(sw, status)))
+    dated.sort(key=lambda d: d[0])
+    rows = [row for _, row in dated]
     for h in live.values():
-        rows.append([h.name, _live_status(h), "0", "-", "-"])
-    text, html = _table(["name", "status", "steps", "metric", "size"], rows)
+        rows.append([h.name, h.kind, _live_status(h), "0", "-", "-"])
+    text, html = _table(["name", "kind", "status", "steps", "metric", "size"], rows)
     return View(
         text, f"<div><b>nbtrain runs</b> in <code>{escape(str(runs_dir))}</code>{html}</div>"
     )
 
 
+def _sweep_row(sw: Any, status: str) -> list[str]:
+    trials = f"{sw.trials_done}/{sw.trials_total} trials"
+    metric = "-"
+    if sw.best_value is not None:
+        metric = (
+            f"best {sw.metric.removeprefix('eval_')}={fmt_short(sw.best_value)} ({sw.best_run})"
+        )
+    return [sw.name, "sweep", status, trials, metric, fmt_bytes(sw.size_bytes)]
+
+
 def _live_status(h: Any) -> str:
     if h.status == "queued":
         return f"queued behind {h.queued_behind}" if h.queued_behind else "queued"
+    if h.kind == "sweep" and h.status == "running":
+        return f"running trial {h.state.ended_count + 1}/{h.state.total} (background)"
     if h.status == "running" and h.state.total_steps:
         return f"running {100 * h.state.fraction:.0f}% (background)"
     return f"{h.status} (background)"

@@ -279,36 +279,50 @@ def _sweep_identity(cfg: Config) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
+def check_sweep(cfg: Config, *, restart: bool = False) -> None:
+    """Raise what running this sweep would raise before its first trial (Optuna missing, the
+    folder is a run or not a sweep, the sweep exists with another config), touching nothing:
+    what a background sweep checks before it returns its handle."""
+    require_optuna()
+    if cfg.sweep is None:
+        raise ConfigError("run_sweep needs a config with a sweep: section.", field="sweep")
+    _check_folder(sweep_dir(cfg), cfg, restart=restart)
+
+
+def _check_folder(folder: Path, cfg: Config, *, restart: bool) -> None:
+    if not folder.exists():
+        return
+    if (folder / "config.yaml").exists():
+        raise ConfigError(
+            f"{str(folder)!r} is a training run, not a sweep; give the sweep another name.",
+            field="name",
+        )
+    ident_file = folder / "sweep-identity.json"
+    if not ident_file.exists() and any(folder.iterdir()):
+        raise ConfigError(
+            f"The folder {str(folder)!r} exists and is not an nbtrain sweep; choose another "
+            "name or runs_dir.",
+            field="name",
+        )
+    if not restart and ident_file.exists():
+        changed = diff_configs(json.loads(ident_file.read_text()), _sweep_identity(cfg))
+        if changed:
+            raise ConfigError(
+                f"A sweep named {folder.name!r} already exists with a different config "
+                f"(changed: {', '.join(changed[:8])}). Re-run with --restart (restart=True) "
+                "to start it over, or give the sweep a new name. (Raising sweep.trials "
+                "continues it.)",
+                field="name",
+            )
+
+
 def _open_folder(folder: Path, cfg: Config, *, restart: bool) -> None:
     from nbtrain.config import to_yaml
     from nbtrain.runs import remove_tree
 
-    ident = _sweep_identity(cfg)
-    ident_file = folder / "sweep-identity.json"
-    if folder.exists():
-        if (folder / "config.yaml").exists():
-            raise ConfigError(
-                f"{str(folder)!r} is a training run, not a sweep; give the sweep another name.",
-                field="name",
-            )
-        if not ident_file.exists() and any(folder.iterdir()):
-            raise ConfigError(
-                f"The folder {str(folder)!r} exists and is not an nbtrain sweep; choose another "
-                "name or runs_dir.",
-                field="name",
-            )
-        if restart:
-            remove_tree(folder)
-        elif ident_file.exists():
-            changed = diff_configs(json.loads(ident_file.read_text()), ident)
-            if changed:
-                raise ConfigError(
-                    f"A sweep named {folder.name!r} already exists with a different config "
-                    f"(changed: {', '.join(changed[:8])}). Re-run with --restart (restart=True) "
-                    "to start it over, or give the sweep a new name. (Raising sweep.trials "
-                    "continues it.)",
-                    field="name",
-                )
+    _check_folder(folder, cfg, restart=restart)
+    if restart and folder.exists():
+        remove_tree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     import dataclasses
 
@@ -318,7 +332,9 @@ def _open_folder(folder: Path, cfg: Config, *, restart: bool) -> None:
         + to_yaml(named),
         encoding="utf-8",
     )
-    ident_file.write_text(json.dumps(ident, indent=1, sort_keys=True))
+    (folder / "sweep-identity.json").write_text(
+        json.dumps(_sweep_identity(cfg), indent=1, sort_keys=True)
+    )
 
 
 def _metric(cfg: Config) -> tuple[str, str]:
@@ -596,6 +612,7 @@ class SweepResult:
 
 __all__ = [
     "SweepResult",
+    "check_sweep",
     "find_sweep",
     "require_optuna",
     "run_sweep",

@@ -11,7 +11,7 @@ import yaml
 
 import nbtrain
 from nbtrain.config import load_config
-from nbtrain.engine.lr_find import smooth, suggest
+from nbtrain.engine.lr_find import smooth, suggest, trim
 from nbtrain.errors import ConfigError
 from nbtrain.events import read_events
 
@@ -42,6 +42,33 @@ def test_rules_read_the_descent_off_the_curve():
         suggest(lrs, sm, "median")
     with pytest.raises(ValueError):
         suggest(lrs[:3], sm[:3])
+
+
+def test_rules_skip_the_smoothing_warm_up_and_the_last_points_as_fastai_does():
+    # The debiased average of the first few batches is mostly the first batch: a high one fades
+    # over the first steps and looks like a descent at learning rates too small to matter.
+    n = 100
+    lrs = [1e-7 * (1e7) ** (i / (n - 1)) for i in range(n)]
+
+    def curve(warm_up: bool) -> list[float]:
+        out = []
+        for i in range(n):
+            if i < 10:
+                v = 1.0 - 0.03 * i if warm_up else 0.7
+            elif i < 30:
+                v = 0.7  # nothing moves yet
+            elif i < 70:
+                v = 0.7 - 0.01 * (i - 30)  # the descent: steps 30 to 69
+            else:
+                v = 0.3 + 0.05 * (i - 70)  # the cliff
+            out.append(v)
+        return out
+
+    # fastai's valley on the descent alone: start 29, a third of 40 is 13, half of that 6.
+    assert suggest(lrs, curve(warm_up=False)) == lrs[29 + 13 + 6]
+    assert suggest(lrs, curve(warm_up=True)) == lrs[29 + 13 + 6]  # the warm-up moves nothing
+    assert trim(100) == (10, 95) and trim(60, steps=100) == (10, 55)
+    assert trim(12) == (1, 7) and trim(9) == (0, 9)  # too short to trim: read whole
 
 
 def test_smoothing_is_debiased():

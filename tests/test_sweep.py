@@ -14,6 +14,7 @@ import nbtrain
 from nbtrain.config import load_config
 from nbtrain.errors import ConfigError, RunInterrupted
 from nbtrain.events import read_events
+from nbtrain.format import fmt_short
 
 optuna = pytest.importorskip("optuna")
 
@@ -313,3 +314,75 @@ def test_cli_runs_a_sweep_with_the_text_view(fast_cfg, runs_dir, tmp_path, capsy
     assert "Sweep sw: 2 trials, maximize eval_accuracy" in err
     assert "-- trial-0 [1/2]: " in err and "lr=" in err and "-- trial-1: finished" in err
     assert "Best: trial-" in err and "best_config.yaml" in err
+
+
+# -- the run listing -----------------------------------------------------------------------------
+
+
+def test_runs_lists_a_sweep_as_one_row(fast_cfg, runs_dir, capsys):
+    from nbtrain.cli import main
+    from nbtrain.engine.callbacks import StopController
+    from nbtrain.runviews import runs_view
+
+    stop = StopController()
+
+    def stop_at_trial_1(ev):
+        if ev.type == "trial_start" and ev.number == 1:
+            stop.request("stopped")
+
+    cfg = sweep_cfg(fast_cfg, trials=2)
+    nbtrain.finetune(cfg, display="none", on_event=stop_at_trial_1, stop=stop)
+    nbtrain.finetune({**fast_cfg, "name": "plain"}, display="none")
+
+    def row(text: str, name: str) -> list[str]:
+        lines = [ln.split() for ln in text.splitlines() if ln.split()[:1] == [name]]
+        assert len(lines) == 1, text
+        return lines[0]
+
+    text = runs_view(runs_dir).text
+    assert text.splitlines()[0].split() == ["name", "kind", "status", "steps", "metric", "size"]
+    assert row(text, "sw")[1:5] == ["sweep", "stopped", "1/2", "trials"]
+    assert row(text, "plain")[1:3] == ["run", "finished"]
+    assert "trial-0 " not in text.replace("(trial-0)", "")  # its trials are inside its row
+
+    res = nbtrain.finetune(cfg, display="none")  # continue it to the end
+    best = res.best_trial
+    text = runs_view(runs_dir).text
+    sw = row(text, "sw")
+    assert sw[1:5] == ["sweep", "finished", "2/2", "trials"]
+    run = best.user_attrs["run"]  # trial-1 was stopped and retried: its run, not its number
+    assert sw[5:8] == ["best", f"accuracy={fmt_short(best.value)}", f"({run})"]
+    assert main(["runs", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    cli = row(out, "sw")
+    assert cli[1:5] == ["sweep", "finished", "2/2", "trials"]
+    assert cli[5:8] == ["best", f"accuracy={best.value:.4f}", f"({run})"]
+
+
+def test_a_sweep_without_an_end_is_running_while_its_logs_move(tmp_path):
+    import os
+    import time
+
+    from nbtrain.events import EventLog, SweepStarted, TrialEnded, TrialStarted
+    from nbtrain.runs import STALE_S, list_sweeps, sweep_status
+
+    folder = tmp_path / "runs" / "live"
+    folder.mkdir(parents=True)
+    (folder / "study.db").write_bytes(b"")
+    log = EventLog(folder / "sweep.jsonl")
+    log(
+        SweepStarted(
+            sweep="live", sweep_dir=str(folder), metric="eval_loss", direction="minimize", trials=4
+        )
+    )
+    for n, value in ((0, 0.5), (1, 0.3)):
+        log(TrialStarted(number=n, run=f"trial-{n}", run_dir=str(folder / f"trial-{n}")))
+        log(TrialEnded(number=n, run=f"trial-{n}", state="finished", value=value))
+    log(TrialStarted(number=2, run="trial-2", run_dir=str(folder / "trial-2")))
+    info = sweep_status(folder)
+    assert (info.status, info.trials_done, info.trials_total) == ("running", 2, 4)
+    assert (info.best_run, info.best_value) == ("trial-1", 0.3)  # minimised
+    old = time.time() - STALE_S - 10
+    os.utime(folder / "sweep.jsonl", (old, old))
+    assert sweep_status(folder).status == "unfinished"  # cut off: waiting to be continued
+    assert [s.name for s in list_sweeps(tmp_path / "runs")] == ["live"]

@@ -98,6 +98,15 @@ class SweepState:
             self.current = None
 
     @property
+    def started(self) -> bool:
+        """The sweep has begun (its folder is open); as ``RunState.started`` for a run."""
+        return bool(self.sweep_dir)
+
+    @property
+    def ended(self) -> bool:
+        return self.end is not None
+
+    @property
     def ended_count(self) -> int:
         return sum(1 for r in self.trials.values() if r.state in ("finished", "pruned", "failed"))
 
@@ -469,6 +478,8 @@ class SweepPanel:
         self._trials_png: bytes | None = None
         self._study_png: bytes | None = None
         self._note = ""
+        self.status_note = ""  # e.g. "queued behind NAME", set by a background sweep's handle
+        self.output = ""  # what the trials printed (a background sweep captures it here)
 
     def __call__(self, ev: Event) -> None:
         t = ev.type
@@ -504,16 +515,25 @@ class SweepPanel:
         self._draw()
 
     def html(self) -> str:
-        return panel_html(
+        html = panel_html(
             self.state,
             trial_html=self._trial_html,
             trials_png=self._trials_png,
             study_png=self._study_png,
-            note=self._note,
+            note=" ".join(n for n in (self._note, self.status_note) if n),
         )
+        if self.output:
+            html = html[: -len("</div>")] + H.run_output(self.output) + "</div>"  # inside wrap()
+        return html
+
+    def show(self) -> None:
+        """Draw now (the first frame of a panel that was just created, or after a note)."""
+        self._draw()
 
     def text(self) -> str:
         s = self.state
+        if not s.started and self.status_note:
+            return f"nbtrain sweep {s.sweep}: {self.status_note}"
         return f"nbtrain sweep {s.sweep}: {s.ended_count}/{s.total} trials, {s.status}"
 
     def _draw(self) -> None:

@@ -49,8 +49,29 @@ def smooth(losses: list[float], beta: float = 0.98) -> list[float]:
     return out
 
 
-def suggest(lrs: list[float], smoothed: list[float], method: str = "valley") -> float:
+def trim(n: int, steps: int | None = None, skip_end: int = 5) -> tuple[int, int]:
+    """The slice ``[lo, hi)`` of the curve the rules read, as fastai's ``lr_find`` reads it:
+    without the first tenth of the steps asked for (the smoothing's warm-up, where the debiased
+    average of a handful of batches is mostly one batch's noise, at learning rates too small to
+    move the weights) and without the last ``skip_end`` points (the divergence that ended the
+    ramp, or its final, least smoothed steps). A curve too short for that is read whole."""
+    lo, hi = (steps if steps is not None else n) // 10, n - skip_end
+    return (lo, hi) if hi - lo >= 5 else (0, n)
+
+
+def suggest(
+    lrs: list[float],
+    smoothed: list[float],
+    method: str = "valley",
+    *,
+    steps: int | None = None,
+    skip: bool = True,
+) -> float:
     """The suggested learning rate from a smoothed loss curve.
+
+    Every rule reads the curve without its first tenth and its last five points (see
+    :func:`trim`; ``steps`` is the number of steps the ramp was asked for, default ``len(lrs)``;
+    ``skip=False`` reads it whole).
 
     - ``valley`` (default): the longest stretch where the smoothed loss keeps falling; the LR
       two thirds of the way down it (fastai's ``valley``). Robust to a noisy start and to a late
@@ -59,37 +80,38 @@ def suggest(lrs: list[float], smoothed: list[float], method: str = "valley") -> 
       searched before the loss minimum.
     - ``minimum``: a tenth of the LR at the loss minimum (the classic rule of thumb).
     """
-    n = len(lrs)
-    if n < 5:
+    if len(lrs) < 5:
         raise ValueError("The LR range test needs at least 5 steps to suggest a learning rate.")
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    lo, hi = trim(len(lrs), steps) if skip else (0, len(lrs))
+    lrs, smoothed = lrs[lo:hi], smoothed[lo:hi]
+    n = len(lrs)
     if method == "minimum":
         i = min(range(n), key=lambda k: smoothed[k])
         return lrs[i] / 10
     if method == "steep":
-        lo = max(1, n // 10)  # the first steps mostly measure the smoothing's warm-up
-        hi = max(lo + 2, min(range(n), key=lambda k: smoothed[k]))
+        hi = max(3, min(range(n), key=lambda k: smoothed[k]))
         logs = [math.log10(x) for x in lrs]
-        best, slope = lo, float("inf")
-        for k in range(lo, min(hi, n - 1)):
+        best, slope = 1, float("inf")
+        for k in range(1, min(hi, n - 1)):
             d = (smoothed[k + 1] - smoothed[k - 1]) / (logs[k + 1] - logs[k - 1])
             if d < slope:
                 best, slope = k, d
         return lrs[best]
-    if method == "valley":
-        # Longest decreasing subsequence ending at each point (O(n^2), n ~ 100).
-        lds = [1] * n
-        max_start = max_end = 0
-        for i in range(1, n):
-            for j in range(i):
-                if smoothed[i] < smoothed[j] and lds[i] < lds[j] + 1:
-                    lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-        section = (max_end - max_start) / 3
-        idx = max(0, min(n - 1, max_start + int(section) + int(section / 2)))
-        return lrs[idx]
-    raise ValueError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    # valley: the longest decreasing subsequence ending at each point (O(n^2), n ~ 100).
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if smoothed[i] < smoothed[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+            max_start = max_end - lds[max_end]
+    section = (max_end - max_start) / 3
+    idx = max(0, min(n - 1, max_start + int(section) + int(section / 2)))
+    return lrs[idx]
 
 
 def find_lr(
@@ -213,7 +235,7 @@ def find_lr(
             field="learning_rate",
         )
     smoothed = smooth(losses)
-    candidates = {m: suggest(lrs, smoothed, m) for m in METHODS}
+    candidates = {m: suggest(lrs, smoothed, m, steps=steps) for m in METHODS}
     return LRCurve(
         lrs=lrs,
         losses=losses,
