@@ -311,3 +311,72 @@ def test_processes_2_from_a_notebook(tmp_path: Path, tiny_bert_cls: Path) -> Non
     run_dir = tmp_path / "runs" / "nb-ddp"
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["nb-ddp"]
     _check_run(run_dir, n_train=256, epochs=2)
+
+
+@pytest.mark.slow
+def test_stop_reaches_the_launched_processes(tmp_path: Path, tiny_bert_cls: Path) -> None:
+    """A background `processes: 2` run's stop(): both processes stop at the same step (no hang in
+    the next all-reduce), rank 0 saves a checkpoint there, and a re-run resumes from it."""
+    import nbtrain
+    from nbtrain.background import RUNS
+    from nbtrain.runs import newest_complete, run_status
+
+    cfg = {
+        **_tiny_task(tmp_path, tiny_bert_cls),
+        "name": "ddp-stop",
+        "epochs": 50,
+        "processes": 2,
+        "save_strategy": "no",
+    }
+
+    def stop_at_step_5(ev):
+        if ev.type == "step" and ev.step == 5:
+            RUNS["ddp-stop"].stop()
+
+    handle = nbtrain.finetune(cfg, display="none", on_event=stop_at_step_5, background=True)
+    result = handle.wait(300)
+    assert handle.done, "the processes did not stop"
+    assert result.status == "stopped"
+    run_dir = tmp_path / "runs" / "ddp-stop"
+    ckpt = newest_complete(run_dir)
+    assert ckpt is not None and 5 <= ckpt.step < 50 * 16  # saved where they stopped, not at the end
+    assert run_status(run_dir).status == "stopped"
+    end = [e for e in read_events(run_dir) if e.type == "end"]
+    assert len(end) == 1 and end[0].resume_checkpoint.endswith(ckpt.path.name)
+
+
+def _agree_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from nbtrain.engine.callbacks import EventCallback
+    from nbtrain.engine.stop import StopController
+    from nbtrain.events import EventBus
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        stop = StopController()
+        cb = EventCallback(EventBus([]), task=None, stop=stop)
+        seen = []
+        for step in range(3):
+            if rank == 1 and step == 1:
+                stop.request("interrupted")  # only rank 1 got the Ctrl-C
+            cb._agree_on_stop("cpu")
+            seen.append(stop.reason)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(seen))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_processes_agree_on_the_step_to_stop_at(tmp_path: Path) -> None:
+    """One process's stop request reaches all of them at the same step, with its reason."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _agree_worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        start_method="fork",
+    )
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1] == [None, "interrupted", "interrupted"]

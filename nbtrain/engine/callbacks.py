@@ -15,6 +15,8 @@ from nbtrain.events import CheckpointSaved, Evaluated, EventBus, Logged, Notice,
 from nbtrain.runs import dir_size, write_marker
 
 _LOG_KEYS_DROP = {"epoch", "total_flos", "step"}
+#: Stop reasons as numbers the processes reduce with MAX: the strongest one wins.
+_STOP_CODES = {"stopped": 1, "interrupted": 2, "terminated": 3}
 
 
 class EventCallback(TrainerCallback):
@@ -41,11 +43,28 @@ class EventCallback(TrainerCallback):
                 step=state.global_step, epoch=float(state.epoch or 0), total_steps=state.max_steps
             )
         )
+        if getattr(args, "world_size", 1) > 1:
+            self._agree_on_stop(args.device)
         if self.guards is not None:
             self.guards.on_step_end(control, force=self.stop.requested)
         if self.stop.requested and (self.guards is None or self.guards.nan_step is None):
             control.should_save = True
             control.should_training_stop = True
+
+    def _agree_on_stop(self, device: Any) -> None:
+        """Every process stops at the same step: a request seen by one (its Ctrl-C, the stop
+        file) is shared with all, else the others would wait forever in the next all-reduce."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        mine = _STOP_CODES.get(self.stop.reason or "", 1) if self.stop.requested else 0
+        code = torch.tensor([mine], device=device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        agreed = int(code.item())
+        if agreed and not self.stop.requested:
+            self.stop.request(next(r for r, c in _STOP_CODES.items() if c == agreed))
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.config import Config
+from nbtrain.engine.stop import StopController
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.events import ErrorEvent, Event, EventBus, Subscriber, from_dict
 
 STREAM_ENV = "NBTRAIN_EVENT_STREAM"
+#: A file the launched processes watch: when it appears they stop with a checkpoint.
+STOP_ENV = "NBTRAIN_STOP_FILE"
 # Modules known to initialise CUDA when imported (accelerate refuses to fork after them).
 _CUDA_ON_IMPORT = ("bitsandbytes",)
 
@@ -192,9 +195,14 @@ def launch(
     *,
     subscribers: list[Subscriber] | tuple[Subscriber, ...] = (),
     restart: bool = False,
+    stop: StopController | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` in ``cfg.processes`` processes with ``run`` (the engine's entry point);
-    the events reach ``subscribers`` here. Returns the fields of the runner's ``Outcome``."""
+    the events reach ``subscribers`` here. Returns the fields of the runner's ``Outcome``.
+
+    ``stop`` (a background run's handle, the form's Stop button) reaches the processes through
+    a file they watch; they agree on the step to stop at, and rank 0 saves the checkpoint.
+    """
     plan = check_launch(cfg)
     from accelerate import notebook_launcher
     from accelerate.state import AcceleratorState, PartialState
@@ -210,8 +218,12 @@ def launch(
     os.close(fd)
     stream = Path(stream_name)
     bus = EventBus(list(subscribers))
-    follower = _Follower(stream, bus)
-    env = {STREAM_ENV: str(stream), "TOKENIZERS_PARALLELISM": "false"}
+    follower = _Follower(stream, bus, stop, Path(f"{stream}.stop"))
+    env = {
+        STREAM_ENV: str(stream),
+        STOP_ENV: f"{stream}.stop",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     if plan.device == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"
     saved = {k: os.environ.get(k) for k in env}
@@ -239,7 +251,7 @@ def launch(
         follower.stop()
         with contextlib.suppress(OSError):
             stream.unlink()
-        for extra in stream.parent.glob(stream.name + ".rank*"):
+        for extra in [*stream.parent.glob(stream.name + ".rank*"), Path(f"{stream}.stop")]:
             with contextlib.suppress(OSError):
                 extra.unlink()
     ended = follower.ended
@@ -287,8 +299,15 @@ def _quiet_launcher() -> Any:
 class _Follower:
     """Reads rank 0's event stream as it grows and hands each event to the parent's bus."""
 
-    def __init__(self, path: Path, bus: EventBus) -> None:
+    def __init__(
+        self,
+        path: Path,
+        bus: EventBus,
+        stop: StopController | None = None,
+        stop_file: Path | None = None,
+    ) -> None:
         self.path, self.bus = path, bus
+        self.stop_request, self.stop_file = stop, stop_file
         self.ended: Any = None
         self.errors: list[ErrorEvent] = []
         self.child_error: dict[str, Any] | None = None
@@ -309,8 +328,15 @@ class _Follower:
                 self.child_error = self.child_error or json.loads(err.read_text())
 
     def _loop(self) -> None:
+        passed = False
         while not self._stop.wait(0.1):
             self._read()
+            request = self.stop_request
+            if not passed and request is not None and request.requested and self.stop_file:
+                # The processes poll this file: a threading.Event does not cross a fork.
+                with contextlib.suppress(OSError):
+                    self.stop_file.write_text(request.reason or "stopped")
+                passed = True
 
     def _read(self) -> None:
         try:
@@ -359,8 +385,12 @@ def _child(run: Callable[..., Any], cfg: Config, restart: bool) -> None:
     stream = os.environ.get(STREAM_ENV)
     rank = int(os.environ.get("RANK", "0") or 0)
     subs = [_StreamWriter(stream)] if stream and rank == 0 else []
+    stop = StopController()
+    stop_file = os.environ.get(STOP_ENV)
+    if stop_file:
+        _watch_stop_file(Path(stop_file), stop)
     try:
-        run(cfg, subscribers=subs, restart=restart)
+        run(cfg, subscribers=subs, restart=restart, stop=stop)
     except BaseException as e:
         if stream:
             record = {
@@ -378,3 +408,17 @@ def _child(run: Callable[..., Any], cfg: Config, restart: bool) -> None:
             with contextlib.suppress(OSError):
                 Path(f"{stream}.rank{rank}").write_text(json.dumps(record))
         raise
+
+
+def _watch_stop_file(path: Path, stop: StopController) -> None:
+    """Turn the parent's stop file into a stop request in this process (a daemon thread)."""
+
+    def watch() -> None:
+        while not stop.requested:
+            if path.exists():
+                with contextlib.suppress(OSError):
+                    stop.request(path.read_text().strip() or "stopped")
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, name="nbtrain-stop-file", daemon=True).start()

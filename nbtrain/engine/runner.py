@@ -129,7 +129,9 @@ def run(
     if wants_launch(cfg):  # processes: N -> accelerate's notebook_launcher, rank 0 reports here
         from nbtrain.engine.launch import launch
 
-        return Outcome(**launch(cfg, run_dir, name, run, subscribers=subscribers, restart=restart))
+        return Outcome(
+            **launch(cfg, run_dir, name, run, subscribers=subscribers, restart=restart, stop=stop)
+        )
     check_world(cfg)
     if main:
         try:  # a runs_dir that cannot be written is a config error, before any work
