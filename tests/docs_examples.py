@@ -181,7 +181,13 @@ def execute(nb: Any, cwd: Path, *, timeout: int = 900) -> Any:
             allow_errors=True,
             resources={"metadata": {"path": str(cwd)}},
         )
-        client.execute(env=env, cwd=str(cwd))
+        try:
+            client.execute(env=env, cwd=str(cwd))
+        finally:
+            # nbclient shuts down only the kernels it starts itself; this one is ours. Left
+            # running, each page's kernel (and any run still training in it) stays behind.
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return nb
 
 

@@ -174,6 +174,14 @@ def page(lab, tmp_path):
         )
         pg = browser.new_page(viewport={"width": 1400, "height": 1100})
         pg.set_default_timeout(60_000)
+        # The browser's console errors, for _diagnose: a widget that fails to render says why
+        # only there ("Click to show javascript error" in the page).
+        pg.console_errors = []
+        pg.on(
+            "console",
+            lambda m: pg.console_errors.append(m.text) if m.type in ("error", "warning") else None,
+        )
+        pg.on("pageerror", lambda e: pg.console_errors.append(f"pageerror: {e}"))
         try:
             yield pg
         finally:
@@ -208,6 +216,7 @@ def _diagnose(page, index: int, lab: dict) -> str:
     return (
         f"prompt {cell.locator('.jp-InputPrompt').inner_text()!r}, kernel {_status(page)!r}, "
         f"output {cell.locator('.jp-OutputArea').inner_text()[:600]!r}\nlab.log:\n{log}"
+        f"\nbrowser console:\n" + "\n".join(getattr(page, "console_errors", [])[-20:])
     )
 
 
@@ -270,6 +279,10 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     except Exception as e:
         raise AssertionError(f"the form did not show: {_diagnose(page, 1, lab)}") from e
     shot("form-opened", form)
+    try:
+        form.locator(".nbt-field-model input").wait_for(timeout=60_000)
+    except Exception as e:  # seen once under heavy load: the Tab's view raised in the browser
+        raise AssertionError(f"the form's fields did not render: {_diagnose(page, 1, lab)}") from e
     form.locator(".nbt-field-model input").fill(str(root / "tiny-bert"))
     form.locator(".lm-TabBar-tab", has_text="Data").click()
     form.locator(".nbt-field-data-train input").fill(str(root / "train.csv"))

@@ -374,7 +374,7 @@ def test_browser_resumes_a_run_trained_on_a_notebook_dataframe(fast_cfg, runs_di
     assert "is not the data run 'tiny' trained on" in html.unescape(b.message.value)
     b.namespace = {"train_df": df}
     run = b.resume()
-    run.thread.join(120)
+    run.wait(120)
     assert run.error is None, run.error
     assert run.result.status == "finished"
     starts = [e for e in read_events(runs_dir / "tiny") if e.type == "start"]
