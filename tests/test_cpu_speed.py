@@ -166,7 +166,32 @@ def test_row_adamw_is_adamw_when_every_row_is_used(fused):
     assert out["rows"][2] == pytest.approx(out["dense"][2], rel=1e-5)
 
 
-def test_row_adamw_leaves_unused_rows_and_catches_their_moments_up():
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_row_adamw_is_adamw_on_rows_used_within_the_momentum_window(wd):
+    """Rows used a few steps ago keep moving on their momentum, exactly as under dense AdamW.
+    With weight decay, a row not used yet gets its decay when first used, so the forward pass
+    before that sees it undecayed: (1 - lr x wd) ** steps apart, 4e-4 here, 2e-4 over a whole
+    SST-2 epoch at the defaults (lr 5e-5, wd 0.01)."""
+    tol = 1e-6 if wd == 0 else 2e-3
+    out = {}
+    batches = [[0, 1, 2], [3, 4], [5], [5], [0, 6]]
+    for kind in ("dense", "rows"):
+        emb, lin = _pair()
+        emb.sparse = kind == "rows"
+        cls = RowAdamW if kind == "rows" else torch.optim.AdamW
+        opt = cls([*emb.parameters(), *lin.parameters()], lr=1e-2, weight_decay=wd)
+        for ids in batches:
+            (lin(emb(torch.tensor([ids]))) ** 2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        out[kind] = (emb.weight.detach().clone(), opt.state[emb.weight]["exp_avg"].clone())
+    used = list(range(7))
+    torch.testing.assert_close(out["rows"][0][used], out["dense"][0][used], rtol=0, atol=tol)
+    torch.testing.assert_close(out["rows"][1], out["dense"][1], rtol=0, atol=tol / 10)
+
+
+def test_row_adamw_window_rows_wait_and_catch_their_moments_up(monkeypatch):
+    monkeypatch.setattr(RowAdamW, "MOMENTUM_TOLERANCE", 0.5)  # window: 7 steps at beta1 0.9
     emb, lin = _pair()
     emb.sparse = True
     opt = RowAdamW([*emb.parameters(), *lin.parameters()], lr=1e-2, weight_decay=0.0)
@@ -175,16 +200,21 @@ def test_row_adamw_leaves_unused_rows_and_catches_their_moments_up():
     opt.zero_grad()
     m0 = opt.state[emb.weight]["exp_avg"][0].clone()
     untouched = emb.weight.detach()[5:].clone()
-    for _ in range(3):  # row 0 unused for three steps
+    for _ in range(12):  # row 0 unused for 12 steps: past the window, it waits
         (lin(emb(torch.tensor([[1, 2]]))) ** 2).sum().backward()
         opt.step()
         opt.zero_grad()
+    waited = emb.weight.detach()[0].clone()
+    (lin(emb(torch.tensor([[1, 2]]))) ** 2).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    assert torch.equal(emb.weight.detach()[0], waited)  # outside the window: not moved
     assert torch.equal(emb.weight.detach()[5:], untouched)  # never used: never moved
     (lin(emb(torch.tensor([[0]]))) ** 2).sum().backward()
     g0 = emb.weight.grad.coalesce().values()[0].clone()
     opt.step()
     beta1 = 0.9
-    expect = m0 * beta1**3 * beta1 + (1 - beta1) * g0  # dense AdamW's moment after zeros
+    expect = m0 * beta1**13 * beta1 + (1 - beta1) * g0  # dense AdamW's moment after zeros
     torch.testing.assert_close(opt.state[emb.weight]["exp_avg"][0], expect)
 
 
