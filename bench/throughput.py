@@ -40,7 +40,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
-SST2 = HERE.parents[1] / "shared" / "data" / "sst2"
+SST2 = Path(os.environ.get("NBTRAIN_SST2", HERE.parents[1] / "shared" / "data" / "sst2"))
+if not SST2.is_dir():
+    SST2 = Path("/work/shared/data/sst2")  # a worktree beside /work/main
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH, LR, SEED = 16, 5e-5, 42
 N_TRAIN = 6920  # rows of sst2/train.tsv: samples of one full epoch
@@ -49,6 +51,8 @@ N_TRAIN = 6920  # rows of sst2/train.tsv: samples of one full epoch
 ABLATIONS: dict[str, dict[str, Any]] = {
     "a_random_batches": {"group_by_length": False},
     "a_loop_adamw": {"optim": "adamw_torch"},
+    "a_dense_embeddings": {"sparse_embeddings": False},
+    "a_sdpa": {"attn_implementation": "sdpa"},
     # Not a speed default undone but an opt-in speed-up: how much it buys, at what accuracy.
     "a_frozen_embeddings": {"freeze_embeddings": True},
 }

@@ -711,6 +711,36 @@ class Config:
         kind="bool",
         nullable=False,
     )
+    cpu_threads: int | None = opt(
+        None,
+        "torch threads for CPU training (default: the cores the machine's load average leaves "
+        "free at the start, so a busy machine does not stall every step; the view says what "
+        "was picked). Not part of the run's identity.",
+        group="Precision & memory",
+        kind="int",
+        minimum=1,
+        aliases=("threads",),
+    )
+    attn_implementation: str = opt(
+        "auto",
+        "Attention kernels: auto (eager for BERT-family encoders on CPU, measured faster than "
+        "sdpa there; transformers' choice elsewhere), eager, sdpa, flash_attention_2, "
+        "flex_attention.",
+        group="Precision & memory",
+        kind="choice",
+        choices=("auto", "eager", "sdpa", "flash_attention_2", "flex_attention"),
+        aliases=("attention",),
+        nullable=False,
+    )
+    sparse_embeddings: bool | None = opt(
+        None,
+        "Update only the word-embedding rows each batch uses (sparse gradient, AdamW on those "
+        "rows; unused rows wait instead of drifting on old momentum). Default: on for full "
+        "fine-tuning with AdamW on CPU, where it makes steps faster at the same accuracy "
+        "(docs/performance.md); false for the dense update.",
+        group="Precision & memory",
+        kind="bool",
+    )
     quantization: str = opt(
         "none",
         "Load the frozen base model in 4bit or 8bit (QLoRA: needs lora, bitsandbytes and a "

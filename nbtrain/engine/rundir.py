@@ -22,7 +22,14 @@ from nbtrain.errors import ConfigError
 
 # where/how, not what: `processes` like `accelerate launch --num_processes`, so a run
 # started in two processes resumes in one and vice versa; where to start from is not what
-_IDENTITY_IGNORED = {"name", "runs_dir", "display", "processes", "resume_from_checkpoint"}
+_IDENTITY_IGNORED = {
+    "name",
+    "runs_dir",
+    "display",
+    "processes",
+    "resume_from_checkpoint",
+    "cpu_threads",  # a speed setting of this machine: the same run on another machine
+}
 
 
 def default_name(cfg: Config) -> str:

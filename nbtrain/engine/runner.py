@@ -18,6 +18,15 @@ from nbtrain.config import Config, config_to_dict
 from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
 from nbtrain.engine.callbacks import EventCallback, VisibleEarlyStopping
+from nbtrain.engine.cpu_speed import NOTICE_KIND as SPEED_NOTICE
+from nbtrain.engine.cpu_speed import (
+    attention_kwargs,
+    choose_threads,
+    disable_sparse_embeddings,
+    enable_sparse_embeddings,
+    machine_load,
+    wants_sparse_embeddings,
+)
 from nbtrain.engine.distributed import process_kwargs
 from nbtrain.engine.launch import check_world, wants_launch
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
@@ -236,6 +245,22 @@ class _Session:
         self.prep: Prepared | None = None
         self.trainer: Any = None
         self.model: Any = None
+        self.threads_before: int | None = None  # torch threads to give back at the end
+        self.sparse_embeddings = False
+
+    def _pick_threads(self) -> None:
+        """``cpu_threads``: fewer torch threads on a busy machine (given back in release)."""
+        import torch
+
+        cores, load = machine_load()
+        choice = choose_threads(
+            self.cfg.cpu_threads, current=torch.get_num_threads(), cores=cores, load=load
+        )
+        if choice.threads != choice.before:
+            self.threads_before = choice.before
+            torch.set_num_threads(choice.threads)
+        if choice.message:
+            self.bus.emit(Notice(kind=SPEED_NOTICE, message=choice.message))
 
     # -- before training: nothing here touches the run folder -----------------------------------
     def prepare(self) -> None:
@@ -268,14 +293,21 @@ class _Session:
         self.precision = precision = resolve_precision(cfg.precision, dev)
         configure_hardware(cfg, dev)  # 8-bit optimizers / 4-bit loading need bitsandbytes + CUDA
 
+        if dev.kind == "cpu":
+            self._pick_threads()
         bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
         set_seed(cfg.seed)  # a new head initialises the same way every time (resume, re-runs)
         if cfg.model_init is not None:
             with quiet_transformers():  # no "Loading weights" bars or MISSING-keys table
                 model = call_model_init(unwrap(cfg.model_init))  # the Trainer's model_init
         elif isinstance(prep.model_source, str):
-            model = load_model(task.auto_model_class, prep.model_source, cfg, task.model_kwargs())
+            attn, attn_notice = attention_kwargs(cfg, dev, prep.model_config)
+            model = load_model(
+                task.auto_model_class, prep.model_source, cfg, {**task.model_kwargs(), **attn}
+            )
             bus.emit(Notice(kind="model", message=_head_notice(prep)))
+            if attn_notice:
+                bus.emit(Notice(kind=SPEED_NOTICE, message=attn_notice))
         else:
             model = prep.model_source
         self.model = model
@@ -366,6 +398,10 @@ class _Session:
             # the accumulation steps (see trainer_compat).
             adapt_compute_loss(trainer)
             fix_loss_scaling(trainer)
+        sparse, why = wants_sparse_embeddings(cfg, dev, model, world=world_size())
+        if sparse and enable_sparse_embeddings(trainer, model):
+            self.sparse_embeddings = True
+            bus.emit(Notice(kind=SPEED_NOTICE, message=why))
         trainer.remove_callback(PrinterCallback)  # the engine never prints; renderers show events
         trainer.remove_callback(ProgressCallback)
         _resume.install_seeded_sampler(trainer, cfg.seed)  # epoch order from (seed, epoch)
@@ -519,6 +555,8 @@ class _Session:
                 train_samples_per_second=outcome.metrics.get("train_samples_per_second"),
             )
         )
+        if self.sparse_embeddings and self.trainer is not None:
+            disable_sparse_embeddings(self.trainer.model)  # the model handed back trains anywhere
         if outcome.status == "finished":
             outcome.model = self.trainer.model
             outcome.tokenizer = self.prep.tokenizer if self.prep is not None else None
@@ -534,6 +572,11 @@ class _Session:
                 trainer.optimizer = None
                 trainer.lr_scheduler = None
         del trainer
+        if self.threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self.threads_before)  # the notebook's own work after the run
+            self.threads_before = None
         gc.collect()
         with contextlib.suppress(Exception):
             import torch
