@@ -451,9 +451,10 @@ def test_attach_shows_the_curves_of_a_run_another_process_is_writing(
 
     from .test_signals import _start, _wait_for_line
 
-    # The HTML view whichever IPython shell an earlier test left as the singleton (a terminal
-    # shell gets the text view).
+    # The HTML view whichever IPython shell an earlier test left as the singleton: a terminal
+    # shell gets the text view and its formatter drops text/html.
     monkeypatch.setenv("NBTRAIN_DISPLAY", "html")
+    monkeypatch.setattr(ip.display_formatter, "active_types", ["text/plain", "text/html"])
     proc = _start(tmp_path, fast_cfg, slow_step=7, pause=300)  # steps 1-7 logged, then it waits
     try:
         _wait_for_line(proc, "SLOW 7")
