@@ -12,20 +12,10 @@ import pytest
 import nbtrain
 from nbtrain.background import RUNS, RunHandle, SweepHandle
 from nbtrain.errors import ConfigError
-from tests.test_background import Recorder
+from tests.test_background import Recorder, _no_leftover_runs  # noqa: F401 (autouse fixture)
 from tests.test_sweep import starts, sweep_cfg
 
 optuna = pytest.importorskip("optuna")
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_runs():
-    yield
-    for h in list(RUNS.values()):
-        if not h.done:
-            h.stop()
-            h._done.wait(60)
-    RUNS.clear()
 
 
 def _table(res) -> list[tuple]:
