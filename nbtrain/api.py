@@ -510,7 +510,17 @@ class RunResult:
             from nbtrain.runs import load_final_model
 
             self._model = load_final_model(self.final_dir, self._task_name())
+        if self._model is None:
+            self._raise_if_removed()
         return self._model
+
+    def _raise_if_removed(self) -> None:
+        """A sweep trial whose model the sweep removed (sweep.keep) says so, not None."""
+        from nbtrain.runs import MODEL_REMOVED
+
+        note = self.output_dir / MODEL_REMOVED
+        if note.is_file() and not self.final_dir.is_dir():
+            raise FileNotFoundError(f"{self.name}: {note.read_text(encoding='utf-8').strip()}")
 
     @property
     def tokenizer(self) -> Any:
@@ -518,6 +528,8 @@ class RunResult:
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.final_dir))
+        if self._tokenizer is None:
+            self._raise_if_removed()
         return self._tokenizer
 
     def _recipe(self) -> Any:

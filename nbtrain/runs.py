@@ -392,6 +392,8 @@ def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
 # -- sweeps: runs/<sweep>/study.db with one run folder per trial ----------------------------------
 
 STUDY_FILE = "study.db"
+#: Left in a trial's folder whose final model the sweep removed (``sweep.keep: best``).
+MODEL_REMOVED = "MODEL_REMOVED.txt"
 SWEEP_STATES = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
 
 

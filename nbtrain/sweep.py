@@ -219,6 +219,8 @@ def run_sweep(
                 message=message,
             )
         )
+        if state in ("finished", "pruned"):
+            tidy_trials(folder, study, spec.keep)
         if state == "stopped":
             break
 
@@ -246,6 +248,39 @@ def run_sweep(
             checkpoint=interrupted.checkpoint,
         )
     return result
+
+
+def tidy_trials(folder: Path, study: Any, keep: str) -> None:
+    """Free the disk ended trials no longer need (``sweep.keep``).
+
+    A finished or pruned trial never resumes, so its checkpoints go (unless ``keep: all``);
+    with ``keep: best`` the final model of every ended trial but the best one goes too, and a
+    note in its folder says why (its events, metrics and card stay).
+    """
+    from nbtrain.runs import MODEL_REMOVED, iter_checkpoint_dirs, remove_tree
+
+    if keep == "all":
+        return
+    try:
+        best = study.best_trial.user_attrs.get("run")
+    except ValueError:
+        best = None
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name not in ("COMPLETE", "PRUNED") or t.user_attrs.get("retried"):
+            continue
+        run_dir = folder / t.user_attrs.get("run", f"trial-{t.number}")
+        for ckpt in list(iter_checkpoint_dirs(run_dir)):
+            remove_tree(ckpt)
+        final = run_dir / "final"
+        if keep == "best" and run_dir.name != best and final.is_dir():
+            remove_tree(final)
+            (run_dir / MODEL_REMOVED).write_text(
+                f"The sweep {folder.name!r} keeps the final model of its best trial only "
+                "(sweep.keep: best); this trial's metrics, events and card stay. To keep every "
+                "trial's model, set sweep.keep: models; to train this one again, run its "
+                "config.yaml.\n",
+                encoding="utf-8",
+            )
 
 
 def find_sweep(name: str | Path, runs_dir: str | Path = "runs") -> Path:
@@ -276,6 +311,7 @@ def _sweep_identity(cfg: Config) -> dict[str, Any]:
     for key in _IDENTITY_IGNORED:
         d.pop(key, None)
     d.get("sweep", {}).pop("trials", None)  # more trials continue the same sweep
+    d.get("sweep", {}).pop("keep", None)  # what stays on disk does not change the search
     return json.loads(json.dumps(d, default=str))
 
 

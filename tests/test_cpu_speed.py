@@ -4,11 +4,13 @@ off, and says what it chose in a notice."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import nbtrain
-from nbtrain.engine.cpu_speed import choose_threads
+from nbtrain.engine.cpu_speed import choose_threads, machine_load
 from nbtrain.engine.row_adamw import RowAdamW, clip_grad_norm
 from nbtrain.errors import ConfigError
 
@@ -18,7 +20,7 @@ from nbtrain.errors import ConfigError
 def test_busy_machine_gets_fewer_threads_and_says_why():
     c = choose_threads(None, current=2, cores=2, load=6.0)
     assert c.threads == 1 and c.before == 2
-    assert "load average 6.0 on 2 cores" in c.message and "cpu_threads" in c.message
+    assert "other processes use 6.0 of its 2 cores" in c.message and "cpu_threads" in c.message
     c = choose_threads(None, current=8, cores=8, load=3.2)
     assert c.threads == 5  # the cores the load leaves free
 
@@ -31,6 +33,35 @@ def test_idle_machine_and_explicit_setting_keep_their_threads():
     kept = choose_threads(2, current=2, cores=2, load=9.0)  # the user's word wins
     assert kept.threads == 2 and kept.message is None
     assert choose_threads(None, current=1, cores=2, load=0.0).threads == 1  # never raised
+
+
+def test_load_counts_other_processes_not_this_one(monkeypatch):
+    # A run started right after another one in the same kernel (or after its own tokenization)
+    # sees a 1-minute load average of ~2 on 2 cores: itself. Only other processes count.
+    from nbtrain.engine import cpu_speed
+
+    clock = {"busy": 100.0, "own": 10.0}
+
+    def sleep(s):  # in the window: this process used 1 core, the machine 1.5 cores in all
+        clock["busy"] += 1.5 * s
+        clock["own"] += 1.0 * s
+
+    monkeypatch.setattr("time.sleep", sleep)
+    monkeypatch.setattr("time.monotonic", lambda: clock["busy"])  # advances with busy time
+    monkeypatch.setattr(cpu_speed, "_busy_cpu", lambda: clock["busy"])
+    monkeypatch.setattr(cpu_speed, "_own_cpu", lambda: clock["own"])
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    _, load = cpu_speed.machine_load(0.2)
+    # window: monotonic moved by 1.5 * 0.2; busy 0.3, own 0.2 -> others 0.1 / 0.3 s
+    assert load == pytest.approx(0.1 / 0.3)
+    assert choose_threads(None, current=2, cores=2, load=load).threads == 2
+
+
+def test_machine_load_reads_this_machine():
+    cores, load = machine_load()
+    assert cores == os.cpu_count()
+    if os.path.exists("/proc/stat"):
+        assert 0.0 <= load <= cores + 0.5  # cores busy, not a load average
 
 
 class _Probe:
@@ -75,10 +106,10 @@ def test_busy_machine_trains_with_fewer_threads_and_gives_them_back(fast_cfg, mo
         monkeypatch.setattr(runner, "machine_load", lambda: (2, 7.5))
         _, seen, speed = _run(fast_cfg, "busy")
         assert seen["threads"] == 1
-        assert any("load average 7.5" in m for m in speed)
+        assert any("use 7.5 of its 2 cores" in m for m in speed)
         assert torch.get_num_threads() == 2  # the notebook gets its threads back
         _, seen, speed = _run(fast_cfg, "told", cpu_threads=2)
-        assert seen["threads"] == 2 and not any("load average" in m for m in speed)
+        assert seen["threads"] == 2 and not any("other processes use" in m for m in speed)
     finally:
         torch.set_num_threads(before)
 
@@ -233,3 +264,38 @@ def test_clip_grad_norm_counts_sparse_rows_like_a_dense_gradient():
     torch.testing.assert_close(emb2.weight.grad.to_dense(), clipped[0])
     torch.testing.assert_close(lin2.weight.grad, clipped[1])
     assert not torch.equal(clipped[0], dense_grads[0])  # the clip did act
+
+
+# -- the dry run's time estimate times what the run trains ---------------------------------------
+
+
+@pytest.mark.parametrize("defaults", [True, False])
+def test_time_estimate_times_the_model_and_optimizer_the_run_uses(fast_cfg, monkeypatch, defaults):
+    from nbtrain.config import load_config
+    from nbtrain.engine import timing
+    from nbtrain.engine.model import device_info
+    from nbtrain.engine.prepare import prepare
+    from nbtrain.events import EventBus
+
+    extra = {} if defaults else {"attn_implementation": "sdpa", "sparse_embeddings": False}
+    prep = prepare(load_config({**fast_cfg, **extra}), EventBus())
+    model, _, optimizer, clip = timing._training_copy(prep, device_info(), "fp32")
+    assert model.config._attn_implementation == ("eager" if defaults else "sdpa")
+    assert model.get_input_embeddings().sparse is defaults
+    assert (type(optimizer) is RowAdamW) is defaults
+    assert (clip is clip_grad_norm) is defaults
+
+    # ...and with the thread count the run would take at this load, given back afterwards.
+    seen = []
+    real = timing._measure
+    monkeypatch.setattr(
+        timing, "_measure", lambda *a: seen.append(torch.get_num_threads()) or real(*a)
+    )
+    monkeypatch.setattr("nbtrain.engine.cpu_speed.machine_load", lambda: (2, 7.5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        est = timing.estimate_time(prep, device_info(), "fp32")
+        assert seen == [1] and est.threads == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -201,6 +201,32 @@ def test_stopped_sweep_resumes_with_the_trials_it_had(fast_cfg, runs_dir):
     )
 
 
+@pytest.mark.parametrize("keep", ["best", "models", "all"])
+def test_a_sweep_keeps_what_sweep_keep_says_on_disk(fast_cfg, runs_dir, keep):
+    # A finished or pruned trial never resumes: its checkpoints are dead weight (a MiniLM trial
+    # leaves two of 270 MB each). keep: best (the default) also drops the final model of every
+    # trial but the best one, so a sweep costs about one model on disk.
+    cfg = sweep_cfg(fast_cfg, prune=False)
+    if keep != "best":
+        cfg["sweep"]["keep"] = keep
+    res = nbtrain.finetune(cfg, display="none")
+    folder = runs_dir / "sw"
+    runs = list(res.trials["run"])
+    best = res.best_trial.user_attrs["run"]
+    assert len(runs) == 3
+    for run in runs:
+        ckpts = [p for p in (folder / run).iterdir() if p.name.startswith("checkpoint-")]
+        assert bool(ckpts) == (keep == "all"), (run, ckpts)
+        has_model = (folder / run / "final" / "config.json").is_file()
+        assert has_model == (keep != "best" or run == best), run
+        assert (folder / run / "card.html").is_file()  # the record of every trial stays
+    assert res.best.model is not None
+    if keep == "best":
+        other = next(r for r in runs if r != best)
+        with pytest.raises(FileNotFoundError, match=r"sweep\.keep: models"):
+            _ = nbtrain.load_run(other, folder).model
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to ourselves")
 def test_ctrl_c_interrupts_the_sweep_and_a_rerun_continues(fast_cfg, runs_dir):
     def ctrl_c(ev):

@@ -76,6 +76,7 @@ REPORTERS = (
 PROBLEM_TYPES = ("auto", "single_label", "multi_label", "regression")
 DISPLAYS = ("auto", "html", "widgets", "text", "none")
 DIRECTIONS = ("auto", "maximize", "minimize")
+SWEEP_KEEP = ("best", "models", "all")
 #: ``learning_rate: find`` runs the LR finder first and trains with its suggestion.
 LR_FIND = "find"
 
@@ -359,6 +360,16 @@ class SweepConfig:
         group="Sweep",
         kind="int",
         minimum=0,
+    )
+    keep: str = opt(
+        "best",
+        "What stays on disk of an ended trial: best (the best trial's final model only), models "
+        "(every trial's final model) or all (checkpoints too). Checkpoints of a finished or "
+        "pruned trial are removed unless all: only an unfinished trial resumes from them.",
+        group="Sweep",
+        kind="choice",
+        choices=SWEEP_KEEP,
+        nullable=False,
     )
     seed: int | None = opt(
         None,
@@ -713,9 +724,9 @@ class Config:
     )
     cpu_threads: int | None = opt(
         None,
-        "torch threads for CPU training (default: the cores the machine's load average leaves "
-        "free at the start, so a busy machine does not stall every step; the view says what "
-        "was picked). Not part of the run's identity.",
+        "torch threads for CPU training (default: the cores other processes leave free at the "
+        "start, so a busy machine does not stall every step; the view says what was picked). "
+        "Not part of the run's identity.",
         group="Precision & memory",
         kind="int",
         minimum=1,

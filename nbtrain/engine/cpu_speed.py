@@ -1,5 +1,5 @@
-"""CPU training defaults measured in docs/performance.md: the thread count from the machine's
-load, eager attention for BERT-family encoders, row-wise word-embedding updates.
+"""CPU training defaults measured in docs/performance.md: the thread count from what other
+processes leave free, eager attention for BERT-family encoders, row-wise word-embedding updates.
 
 Each choice comes back with the sentence the run's view shows (a ``Notice`` of kind ``speed``),
 and each has a config field that turns it off (``cpu_threads``, ``attn_implementation``,
@@ -35,13 +35,14 @@ class ThreadChoice:
 def choose_threads(
     setting: int | None, *, current: int, cores: int | None, load: float | None
 ) -> ThreadChoice:
-    """``cpu_threads`` resolved: a number is kept; None picks the cores the load leaves free.
+    """``cpu_threads`` resolved: a number is kept; None picks the cores others leave free.
 
-    OpenMP threads that wait for a core another process holds stall every op of the step
-    (measured: 2 threads at load average ~4-9 on 2 cores, 3.5 s a step vs 0.8 s with 1), so
-    with the 1-minute load average above ``cores - current + 0.5`` the run takes
-    ``round(cores - load)`` threads, at least 1. It never raises the count (an
-    ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` the user chose stays the ceiling).
+    ``load`` is how many cores other processes keep busy (:func:`machine_load`). OpenMP
+    threads that wait for a core another process holds stall every op of the step (measured:
+    2 threads at load average ~4-9 on 2 cores, 3.5 s a step vs 0.8 s with 1), so with
+    ``load`` above ``cores - current + 0.5`` the run takes ``round(cores - load)`` threads, at
+    least 1. It never raises the count (an ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` the
+    user chose stays the ceiling).
     """
     if setting is not None:
         msg = (
@@ -56,20 +57,53 @@ def choose_threads(
     return ThreadChoice(
         free,
         current,
-        f"The machine is busy (load average {load:.1f} on {cores} cores): training with {free} "
-        f"torch thread{'s' if free != 1 else ''} instead of {current}, because threads that "
-        "wait for a busy core slow every step several times over. Set cpu_threads to choose.",
+        f"The machine is busy (other processes use {load:.1f} of its {cores} cores): "
+        f"training with {free} torch thread{'s' if free != 1 else ''} instead of {current}, "
+        "because threads that wait for a busy core slow every step several times over. Set "
+        "cpu_threads to choose.",
     )
 
 
-def machine_load() -> tuple[int | None, float | None]:
-    """(cores, 1-minute load average), None where the platform does not say."""
+#: How long :func:`machine_load` watches the CPU counters (seconds): 40 clock ticks a core.
+LOAD_WINDOW_S = 0.2
+
+
+def machine_load(window: float = LOAD_WINDOW_S) -> tuple[int | None, float | None]:
+    """(cores, cores other processes keep busy), None where the platform does not say.
+
+    Measured over ``window`` seconds from the kernel's CPU counters minus this process's own
+    CPU time. The 1-minute load average is not the measure: it counts this process too, so a
+    run started right after another one in the same kernel, or after its own tokenization,
+    would see itself as contention and train on half the cores. Where ``/proc/stat`` is
+    missing (macOS, Windows) it falls back to the load average.
+    """
+    import time
+
     cores = os.cpu_count()
     try:
-        load = float(os.getloadavg()[0])
+        t0, own0, busy0 = time.monotonic(), _own_cpu(), _busy_cpu()
+        time.sleep(window)
+        t1, own1, busy1 = time.monotonic(), _own_cpu(), _busy_cpu()
+        return cores, max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        return cores, float(os.getloadavg()[0])
     except (OSError, AttributeError):
-        load = None
-    return cores, load
+        return cores, None
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _busy_cpu() -> float:
+    """CPU seconds all cores spent not idle since boot (Linux ``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def attention_kwargs(cfg: Any, dev: Any, model_config: Any) -> tuple[dict[str, Any], str | None]:

@@ -157,10 +157,10 @@ def find_lr(
     prep = prepare(cfg, bus)
     task = prep.task
     bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
-    model = fresh_model(prep)  # the user's object keeps its weights
+    dev = device_info()
+    model = fresh_model(prep, dev)  # the user's object keeps its weights
     bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
 
-    dev = device_info()
     device = torch.device("cuda" if dev.kind == "cuda" else "cpu")
     model.to(device)
     model.train()

@@ -153,11 +153,20 @@ def estimate_time(prep: Any, device: Any, precision: str) -> TimeEstimate:
         return fit[-b:]
 
     rng = _rng_state()
+    threads_before = torch.get_num_threads()
+    if device.kind == "cpu":  # the thread count the run would pick at this load (cpu_threads)
+        from nbtrain.engine.cpu_speed import choose_threads, machine_load
+
+        cores, load = machine_load()
+        choice = choose_threads(cfg.cpu_threads, current=threads_before, cores=cores, load=load)
+        torch.set_num_threads(choice.threads)
     try:
         measured, opt_times, eval_s, n_evals, n_eval_batches, eval_cpu = _measure(
             prep, device, precision, collate, rows_at, (longest, typical), steps
         )
+        threads = torch.get_num_threads()
     finally:
+        torch.set_num_threads(threads_before)
         _restore_rng(rng)
         if device.kind == "cuda":
             torch.cuda.empty_cache()
@@ -180,7 +189,7 @@ def estimate_time(prep: Any, device: Any, precision: str) -> TimeEstimate:
         cpu_s=train_cpu + eval_cpu,
         load=_load(),
         cpus=os.cpu_count(),
-        threads=torch.get_num_threads(),
+        threads=threads,
     )
 
 
@@ -202,7 +211,7 @@ def _measure(
     from nbtrain.engine.prepare import steps_per_epoch
 
     cfg = prep.cfg
-    model, params, optimizer = _training_copy(prep, device, precision)
+    model, params, optimizer, clip = _training_copy(prep, device, precision)
     dev = next(model.parameters()).device
     autocast = _autocast(device, precision)
 
@@ -226,7 +235,7 @@ def _measure(
     def optimizer_step() -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
         if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            clip(params, cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
@@ -293,15 +302,19 @@ def _eval_time(prep: Any, model: Any, batch: Any, autocast: Any, sync: Any, mult
     return (t * scale, c * scale), len(chunks)
 
 
-def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[Any], Any]:
-    """The model as the run builds it (LoRA, frozen embeddings, checkpointing) + optimizer."""
+def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[Any], Any, Any]:
+    """The model as the run builds it (LoRA, frozen embeddings, checkpointing, the attention
+    and row-wise embedding updates it would use on this device), its optimizer and the
+    gradient clip the run would call."""
+    import torch
     from transformers import Trainer, TrainingArguments
 
+    from nbtrain.engine.cpu_speed import wants_sparse_embeddings
     from nbtrain.engine.fresh import fresh_model
     from nbtrain.engine.training_args import translate
 
     cfg = prep.cfg
-    model = fresh_model(prep)  # the caller's object is never trained
+    model = fresh_model(prep, device)  # the caller's object is never trained
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if device.kind == "cuda":
@@ -323,8 +336,14 @@ def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[An
             **{k: v for k, v in kwargs.items() if k != "load_best_model_at_end"}
         )
     cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    clip = torch.nn.utils.clip_grad_norm_
+    if cls is torch.optim.AdamW and wants_sparse_embeddings(cfg, device, model, world=1)[0]:
+        from nbtrain.engine.row_adamw import RowAdamW, clip_grad_norm
+
+        model.get_input_embeddings().sparse = True  # as enable_sparse_embeddings does
+        cls, clip = RowAdamW, clip_grad_norm
     params = [p for p in model.parameters() if p.requires_grad]
-    return model, params, cls(params, **opt_kwargs)
+    return model, params, cls(params, **opt_kwargs), clip
 
 
 def _autocast(device: Any, precision: str) -> Any:
