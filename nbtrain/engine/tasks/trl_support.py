@@ -36,10 +36,26 @@ def require_trl(task: str) -> None:
 def load_trl(module: str, name: str) -> Any:
     import importlib
 
+    quiet_trl_renames()
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:
         raise ConfigError(f"{name} could not be imported from TRL ({e}). {TRL_HINT}") from None
+
+
+# transformers 5 renamed gradient checkpointing to activation checkpointing; TRL still reads and
+# toggles the old names (DPO at every step), so each TRL run put 3-4 FutureWarning boxes under
+# the user's cell that are neither theirs nor nbtrain's. Process-wide, not catch_warnings:
+# background runs train on a worker thread, and catch_warnings is not thread-safe.
+_TRL_RENAMES = (
+    r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated and will be removed"
+)
+
+
+def quiet_trl_renames() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=_TRL_RENAMES, category=FutureWarning)
 
 
 def check_trl_args(values: dict[str, Any], config_cls: Any, task: str) -> dict[str, Any]:
