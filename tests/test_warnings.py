@@ -48,3 +48,63 @@ def test_a_run_resume_and_predict_leave_no_warnings_or_bars(fast_cfg, capfd):
     assert not shown, "\n".join(shown)
     out = capfd.readouterr()
     assert "it/s]" not in out.err + out.out, out.err[-2000:]  # no tqdm bar
+
+
+def test_transformers_log_lines_of_a_run_go_to_its_folder_not_the_cell(tmp_path, capfd):
+    # A causal-LM run with load-best: transformers logs three warnings from inside train()
+    # (pad token aligned, mtime, "missing keys ['lm_head.weight']" for tied weights). They
+    # showed as stderr under every such cell; they belong in the run folder.
+    from tests.tiny_models import build_tiny_gpt2, instruction_rows
+
+    gpt2 = build_tiny_gpt2(tmp_path / "gpt2")
+    rows = instruction_rows(32)
+    capfd.readouterr()
+    run = nbtrain.finetune(
+        {
+            "model": str(gpt2),
+            "data": {"train": rows[8:], "eval": rows[:8]},
+            "epochs": 2,
+            "batch_size": 8,
+            "runs_dir": str(tmp_path / "runs"),
+            "name": "clm",
+            "max_new_tokens": 2,
+        },
+        display="none",
+    )
+    assert run.status == "finished"
+    err = capfd.readouterr().err
+    assert "[transformers]" not in err, err[-2000:]
+    log = (run.output_dir / "library.log").read_text()
+    assert "missing keys" in log and "transformers.trainer" in log
+
+
+def test_library_log_keeps_other_threads_and_errors(tmp_path):
+    import logging
+    import threading
+
+    from nbtrain.engine.library_log import library_log_to
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("transformers.nbtrain_test")
+    root = logging.getLogger("transformers")
+    keep = Keep()
+    root.addHandler(keep)
+    try:
+        with library_log_to(tmp_path / "library.log"):
+            logger.warning("from the run")
+            logger.error("an error stays visible")
+            other = threading.Thread(target=lambda: logger.warning("from another thread"))
+            other.start()
+            other.join()
+        logger.warning("after the run")
+    finally:
+        root.removeHandler(keep)
+    assert seen == ["an error stays visible", "from another thread", "after the run"]
+    assert (
+        "WARNING transformers.nbtrain_test: from the run" in (tmp_path / "library.log").read_text()
+    )

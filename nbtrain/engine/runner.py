@@ -29,6 +29,7 @@ from nbtrain.engine.cpu_speed import (
 )
 from nbtrain.engine.distributed import process_kwargs
 from nbtrain.engine.launch import check_world, wants_launch
+from nbtrain.engine.library_log import library_log_to
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -437,7 +438,11 @@ class _Session:
         trainer, run_dir = self.trainer, self.run_dir
         interrupted = False
         try:
-            with self.stop.signals(), _quiet_hf_progress():
+            with (
+                self.stop.signals(),
+                _quiet_hf_progress(),
+                library_log_to(run_dir / "library.log"),
+            ):
                 train_out, failure = train_surviving(
                     trainer, self.guards, self.event_cb, run_dir, resume
                 )
