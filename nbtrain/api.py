@@ -67,6 +67,7 @@ def finetune(
     )
     if display == "auto" and cfg.display != "auto":
         display = cfg.display  # the config's `display:` key, unless the caller chose one
+    parallel = parallel or cfg.parallel
     if cfg.sweep is not None:
         if background:
             return _start_background(
@@ -397,8 +398,8 @@ def _recorded_prompts(models: list[Any], runs_dir: str | Path) -> list[str]:
             samples = (
                 (getattr(ev, "details", None) or {}).get("samples") if ev.type == "eval" else None
             )
-            if samples:
-                return [s["prompt"] for s in samples if s.get("prompt")]
+            if samples:  # a chat run's samples keep their messages for the chat template
+                return [s.get("messages") or s["prompt"] for s in samples if s.get("prompt")]
     raise ConfigError(
         "arena: give prompts=[...]; none of the models is a run with recorded sample prompts."
     )

@@ -429,9 +429,9 @@ class _ThreadRouter(io.TextIOBase):
     """``sys.stdout``/``sys.stderr`` stand-in: writes from a run's worker thread go to that run's
     view; everything else goes where it always went."""
 
-    def __init__(self, original: Any) -> None:
+    def __init__(self, original: Any, sinks: dict[int, Callable[[str], None]]) -> None:
         self.original = original
-        self.sinks: dict[int, Callable[[str], None]] = {}
+        self.sinks = sinks  # thread id -> the run's writer, shared by every router
 
     def write(self, s: str) -> int:
         sink = self.sinks.get(threading.get_ident())
@@ -451,36 +451,75 @@ class _ThreadRouter(io.TextIOBase):
 
 
 class _Output:
+    """Routes what worker threads print to their runs while any background run is going.
+
+    ``sys.stdout``/``sys.stderr`` are swapped for routers, and so are the streams of the logging
+    handlers that write to the console: a handler holds the stream it was made with (the
+    kernel's stderr for transformers' and the user's handlers), so without this a run's log
+    lines would land in whichever cell is executing.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.sinks: dict[int, Callable[[str], None]] = {}
         self.stdout: _ThreadRouter | None = None
         self.stderr: _ThreadRouter | None = None
+        self._handlers: list[Any] = []  # logging handlers whose stream is a router
 
     def install(self) -> None:
         with self._lock:
             if not isinstance(sys.stdout, _ThreadRouter):
-                self.stdout = sys.stdout = _ThreadRouter(sys.stdout)
+                self.stdout = sys.stdout = _ThreadRouter(sys.stdout, self.sinks)
             if not isinstance(sys.stderr, _ThreadRouter):
-                self.stderr = sys.stderr = _ThreadRouter(sys.stderr)
+                self.stderr = sys.stderr = _ThreadRouter(sys.stderr, self.sinks)
+            self._route_log_handlers()
+
+    def _route_log_handlers(self) -> None:
+        import logging
+
+        consoles = {
+            id(s)
+            for s in (
+                getattr(sys.stdout, "original", None),
+                getattr(sys.stderr, "original", None),
+                sys.__stdout__,
+                sys.__stderr__,
+            )
+            if s is not None
+        }
+        loggers = [logging.getLogger()] + [
+            lg for lg in list(logging.Logger.manager.loggerDict.values()) if hasattr(lg, "handlers")
+        ]
+        for lg in loggers:
+            for h in list(lg.handlers):
+                stream = getattr(h, "stream", None)
+                if (
+                    isinstance(h, logging.StreamHandler)
+                    and not isinstance(h, logging.FileHandler)
+                    and not isinstance(stream, _ThreadRouter)
+                    and id(stream) in consoles
+                ):
+                    h.stream = _ThreadRouter(stream, self.sinks)
+                    self._handlers.append(h)
 
     def route(self, sink: Callable[[str], None]) -> None:
-        for r in (sys.stdout, sys.stderr):
-            if isinstance(r, _ThreadRouter):
-                r.sinks[threading.get_ident()] = sink
+        self.sinks[threading.get_ident()] = sink
 
     def unroute(self) -> None:
-        for r in (sys.stdout, sys.stderr):
-            if isinstance(r, _ThreadRouter):
-                r.sinks.pop(threading.get_ident(), None)
+        self.sinks.pop(threading.get_ident(), None)
 
     def uninstall_if_idle(self) -> None:
         with self._lock:
-            if running():
+            if running() or self.sinks:
                 return
-            if isinstance(sys.stdout, _ThreadRouter) and not sys.stdout.sinks:
+            if isinstance(sys.stdout, _ThreadRouter):
                 sys.stdout = sys.stdout.original
-            if isinstance(sys.stderr, _ThreadRouter) and not sys.stderr.sinks:
+            if isinstance(sys.stderr, _ThreadRouter):
                 sys.stderr = sys.stderr.original
+            for h in self._handlers:
+                if isinstance(h.stream, _ThreadRouter):
+                    h.stream = h.stream.original
+            self._handlers.clear()
 
 
 _OUTPUT = _Output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -101,9 +102,15 @@ def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
     a = nbtrain.finetune({**fast_cfg, "name": "pa", "epochs": 4}, display=rec_a, background=True)
     b = nbtrain.finetune({**fast_cfg, "name": "pb"}, display=rec_b, background=True, parallel=True)
     assert b.queued_behind is None
+    # `parallel: true` in the config asks for the same, and is not part of the run's identity
+    c = nbtrain.finetune({**fast_cfg, "name": "pc", "parallel": True}, display="none", background=True)
+    assert c.queued_behind is None
     b.wait(300)
+    c.wait(300)
     a.wait(300)
-    assert a.status == b.status == "finished"
+    assert a.status == b.status == c.status == "finished"
+    again = nbtrain.finetune({**fast_cfg, "name": "pc"}, display="none")
+    assert again.status == "finished"  # reused, not refused as a changed config
 
 
 def test_a_queued_run_shows_why_it_waits(fast_cfg):
@@ -185,6 +192,44 @@ def test_what_the_run_prints_goes_to_its_own_view_not_the_current_cell(fast_cfg,
     assert "epoch 1 done" not in out  # nothing of the run leaked into this cell
     assert "epoch 1 done" in handle.output and "epoch 2 done" in handle.output
     assert "epoch 2 done" in rec.last  # the card shows the run's output
+
+
+def test_what_the_run_logs_goes_to_its_own_view_not_the_current_cell(fast_cfg, capsys):
+    """A logging handler made before the run holds the cell's stream itself (as transformers'
+    and the user's handlers hold the kernel's stderr), so swapping sys.stderr alone would let
+    the run's log lines land in whichever cell is executing."""
+    import logging
+    import sys
+
+    from transformers import TrainerCallback
+
+    from nbtrain.background import _ThreadRouter
+
+    logger = logging.getLogger("nbtrain-test-user")
+    handler = logging.StreamHandler(sys.stderr)  # this test's stderr, captured by capsys
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    class Logs(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kw):
+            logger.warning("epoch %d logged", int(state.epoch))
+
+    try:
+        handle = nbtrain.finetune(
+            {**fast_cfg, "name": "logging", "callbacks": [Logs()]},
+            display="none",
+            background=True,
+        )
+        logger.warning("the cell's own log line")  # logged while the run trains
+        handle.wait(300)
+        _wait_until(lambda: not isinstance(handler.stream, _ThreadRouter), timeout=10)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "the cell's own log line" in err
+    assert "epoch 1 logged" not in err and "epoch 2 logged" not in err  # nothing leaked
+    assert "epoch 1 logged" in handle.output and "epoch 2 logged" in handle.output
+    assert handler.stream is sys.stderr  # the handler writes where it did before the run
 
 
 def test_attach_replays_the_curves_so_far_then_follows(fast_cfg):
@@ -298,3 +343,110 @@ def test_a_foreground_run_waits_behind_a_background_one(fast_cfg):
     )
     assert bg.done and started["fg"] > ended["bg"]
     assert any("queued behind bgfirst" in f for f in rec.frames)
+
+
+def _slow_steps(seconds=0.02):
+    """An on_event that slows each step a little, so a tiny run is still training when looked at."""
+
+    def on_event(ev):
+        if ev.type == "step":
+            time.sleep(seconds)
+
+    return on_event
+
+
+def _wait_until(cond, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_kernel_interrupt_does_not_stop_a_background_run(fast_cfg):
+    """The kernel's interrupt (SIGINT) interrupts the executing cell, not the run on its worker
+    thread: it trains on to the end."""
+    import signal
+
+    handle = nbtrain.finetune(
+        {**fast_cfg, "name": "uninterrupted", "epochs": 4},
+        display="none",
+        on_event=_slow_steps(),
+        background=True,
+    )
+    _wait_until(lambda: handle.state.step >= 2)
+    with pytest.raises(KeyboardInterrupt):  # what the executing cell gets
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(5)
+    from nbtrain.errors import RunInterrupted
+
+    try:
+        result = handle.wait(300)
+    except RunInterrupted as e:  # a KeyboardInterrupt: fail this test, not the whole session
+        pytest.fail(f"the kernel interrupt stopped the background run: {e}")
+    assert handle.status == result.status == "finished" and handle.error is None
+    assert handle.state.step == handle.state.total_steps > 2  # every step trained
+
+
+def test_runs_lists_background_progress_and_the_queue(fast_cfg, runs_dir):
+    """``%nbtrain runs``: a background run of this kernel with its progress, a queued one with
+    what it waits for."""
+    from nbtrain.runviews import runs_view
+
+    first = nbtrain.finetune(
+        {**fast_cfg, "name": "listed", "epochs": 30},
+        display="none",
+        on_event=_slow_steps(),
+        background=True,
+    )
+    second = nbtrain.finetune({**fast_cfg, "name": "waiting"}, display="none", background=True)
+    _wait_until(lambda: first.status == "running" and first.state.step >= 3)
+    text = runs_view(runs_dir).text
+    row = next(line for line in text.splitlines() if line.startswith("listed"))
+    m = re.search(r"running (\d+)% \(background\)", row)
+    assert m, row
+    pct = int(m.group(1))
+    assert 0 < pct < 100 and abs(pct - 100 * first.state.fraction) <= 10
+    waiting = next(line for line in text.splitlines() if line.startswith("waiting"))
+    assert "queued behind listed" in waiting
+    second.stop()
+    first.stop()
+    assert first.wait(300).status == "stopped" and second.wait(60) is None
+
+
+def test_the_widget_view_shows_progress_and_curves_and_its_stop_button_stops(fast_cfg, runs_dir):
+    """The ipywidgets view of a background run: the live HTML (progress, curves) in a widget,
+    Stop ends the run at a step boundary with a checkpoint, and the card replaces the widgets."""
+    from nbtrain.display.frontend import Frontend
+    from nbtrain.display.live import WidgetRenderer
+    from nbtrain.runs import newest_complete
+
+    shown = []
+
+    class Display:
+        def __call__(self, obj):
+            shown.append(obj)
+            return self
+
+        def update(self, obj):
+            shown.append(obj)
+
+    view = WidgetRenderer(display=Display(), frontend=Frontend.JUPYTER, write_card=False)
+    handle = nbtrain.finetune(
+        {**fast_cfg, "name": "widgeted", "epochs": 30, "logging_steps": 1},
+        display=view,
+        on_event=_slow_steps(),
+        background=True,
+    )
+    view.on_stop = handle.stop  # what _view(display, on_stop=handle.stop) wires for "auto"
+    _wait_until(lambda: handle.state.step >= 4 and "polyline" in view.body.value)
+    assert shown and shown[0] is view.box  # the widgets, displayed once
+    body = view.body.value
+    assert "widgeted" in body and re.search(r"step <b>\d+</b>/", body) and "<svg" in body
+    view.stop_button.click()  # what a click in the frontend does
+    assert view.stop_button.disabled and "stopping" in view.status.value
+    result = handle.wait(300)
+    assert handle.status == result.status == "stopped"
+    ckpt = newest_complete(runs_dir / "widgeted")
+    assert ckpt is not None and ckpt.step == handle.state.step < handle.state.total_steps
+    final = shown[-1]
+    assert final is not view.box and f"stopped at step {ckpt.step}" in final._repr_html_()

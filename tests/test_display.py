@@ -498,3 +498,30 @@ def test_live_view_lists_the_first_best_and_latest_evaluations_only():
     assert "… 3 more evaluations" in live and "… 9 more evaluations" in live
     full = H.eval_table(state)
     assert len(re.findall("<tr", full)) == 21 and "more evaluation" not in full
+
+
+def test_curves_keep_up_with_training_and_an_evaluation_shows_at_once() -> None:
+    """At 60 % of a short run the curves hold (nearly) 60 % of its points, not a frame that is
+    seconds old; an evaluation draws its point in the same call, with no time having passed."""
+    rec, clock = Recorder(), FakeClock()
+    view = renderer(rec, clock)  # the default cadence
+    view(start_event(total_steps=100))
+    for i in range(1, 61):  # 0.1 s a step, a log every step: 6 s of training
+        clock.now += 0.1
+        view(StepEnd(step=i, total_steps=100, time=T0 + i / 10))
+        view(Logged(step=i, values={"loss": 1 / i, "learning_rate": 1e-4}, time=T0 + i / 10))
+
+    def raw_loss_points(html: str) -> int:  # the faint raw train-loss line of the Loss chart
+        line = re.search(r"<polyline points='([^']*)'[^>]*stroke-opacity='0.3'", html)
+        return len(line.group(1).split()) if line else 0
+
+    # The last frame lags by at most the 0.5 s cadence (5 steps here), never by 5 s (50 steps).
+    assert raw_loss_points(rec.last) >= 60 - 5 - 1
+    assert "step <b>6" in rec.last  # step 55-60 on the progress line
+
+    frames = rec.count
+    orange_dots = rec.last.count("fill='#D55E00'")  # eval points on the Loss chart
+    view(Evaluated(step=60, metrics={"loss": 0.4, "accuracy": 0.8}, time=T0 + 6))  # no time passes
+    assert rec.count == frames + 1  # drawn at once
+    assert rec.last.count("fill='#D55E00'") == orange_dots + 1  # the eval loss point
+    assert "0.8000" in rec.last and "best 0.8" in rec.last  # its row and its starred point

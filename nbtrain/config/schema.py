@@ -792,6 +792,14 @@ class Config:
         nullable=False,
         default_factory=lambda: ["none"],
     )
+    parallel: bool = opt(
+        False,
+        "A background run starts at once even while another run of this kernel trains (by "
+        "default runs queue and train one at a time). Not part of the run's identity.",
+        group="Logging",
+        kind="bool",
+        nullable=False,
+    )
     display: str = opt(
         "auto",
         "How the run shows itself: auto (from the frontend), html, widgets, text or none. Not "

@@ -26,6 +26,7 @@ _IDENTITY_IGNORED = {
     "name",
     "runs_dir",
     "display",
+    "parallel",
     "processes",
     "resume_from_checkpoint",
     "cpu_threads",  # a speed setting of this machine: the same run on another machine
