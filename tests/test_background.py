@@ -103,7 +103,9 @@ def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
     b = nbtrain.finetune({**fast_cfg, "name": "pb"}, display=rec_b, background=True, parallel=True)
     assert b.queued_behind is None
     # `parallel: true` in the config asks for the same, and is not part of the run's identity
-    c = nbtrain.finetune({**fast_cfg, "name": "pc", "parallel": True}, display="none", background=True)
+    c = nbtrain.finetune(
+        {**fast_cfg, "name": "pc", "parallel": True}, display="none", background=True
+    )
     assert c.queued_behind is None
     b.wait(300)
     c.wait(300)
