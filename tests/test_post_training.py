@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from nbtrain.config import load_config
-from nbtrain.errors import ConfigError
+from nbtrain.errors import ConfigError, DataError
 from nbtrain.examples import kto_rows, preference_rows, prompt_rows, vowel_reward
 from tests.tiny_models import build_tiny_gpt2, events_of
 
@@ -84,6 +85,31 @@ def test_grpo_batch_must_hold_whole_groups() -> None:
         task._task_args()
     with pytest.raises(ConfigError, match="needs reward functions"):
         GRPO(load_config({"model": "m", "data": {"train": "t"}})).prepare(None)
+
+
+def length_penalty(completions, **kw):
+    return [-len(c) / 100 for c in completions]
+
+
+def test_grpo_generation_settings_and_reward_weights_reach_trl(tmp_path: Path) -> None:
+    from nbtrain.engine.tasks import get_task
+    from nbtrain.engine.tasks.grpo import reward_functions
+
+    base = {"model": "m", "data": {"train": "t"}, "task": "grpo", "batch_size": 8,
+            "reward": [my_reward, length_penalty], "num_generations": 4,
+            "max_completion_length": 16, "temperature": 0.7}  # fmt: skip
+    task = get_task("grpo", load_config({**base, "reward_weights": [1.0, 0.5]}))
+    task.funcs = reward_functions(task.cfg.reward)
+    kwargs = task.training_args({"eval_strategy": "epoch", "per_device_train_batch_size": 8})
+    args = task.training_args_class()(output_dir=str(tmp_path), use_cpu=True, **kwargs)
+    assert type(args).__name__ == "GRPOConfig"  # the names are the installed TRL's
+    assert (args.num_generations, args.max_completion_length) == (4, 16)
+    assert args.temperature == 0.7 and args.reward_weights == [1.0, 0.5]
+    assert args.eval_on_start  # the baseline before training
+    one = get_task("grpo", load_config({**base, "reward_weights": [1.0]}))
+    one.funcs = reward_functions(one.cfg.reward)
+    with pytest.raises(ConfigError, match="one weight per function"):
+        one.training_args({"per_device_train_batch_size": 8})
 
 
 def test_reward_functions_receive_only_the_arguments_they_name() -> None:
@@ -170,24 +196,192 @@ def test_arena_view_text_and_html() -> None:
     assert view.to_records()[1] == {"prompt": "Q: <snow>?", "base": "y", "dpo-run": "white"}
 
 
-def test_arena_magic_parses_and_rejects_bad_flags() -> None:
+def test_arena_magic_generates_and_rejects_bad_flags(gpt2: Path, tmp_path: Path) -> None:
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
+    import nbtrain
+
     ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "nbtrain")
-    with pytest.raises(UsageError, match="at least one run"):
-        ip.run_line_magic("nbtrain", "arena")
-    with pytest.raises(UsageError, match=r"unknown flag '--promts'.*--prompts"):
-        ip.run_line_magic("nbtrain", "arena a --promts p")
-    with pytest.raises(UsageError, match="no notebook variable 'nope'"):
-        ip.run_line_magic("nbtrain", "arena a --prompts nope")
-    with pytest.raises(UsageError, match="give prompts"):
-        ip.run_line_magic("nbtrain", "arena /no/such/model")
-    ip.user_ns["ps"] = ["Q: sky?"]
-    with pytest.raises(UsageError, match="neither a run"):
-        ip.run_line_magic("nbtrain", "arena /no/such/model --prompts ps --max-new-tokens 2")
-    del ip.user_ns["ps"]
+    try:
+        ip.run_line_magic("load_ext", "nbtrain")
+        with pytest.raises(UsageError, match="at least one run"):
+            ip.run_line_magic("nbtrain", "arena")
+        with pytest.raises(UsageError, match=r"unknown flag '--promts'.*--prompts"):
+            ip.run_line_magic("nbtrain", "arena a --promts p")
+        with pytest.raises(UsageError, match="no notebook variable 'nope'"):
+            ip.run_line_magic("nbtrain", "arena a --prompts nope")
+        with pytest.raises(UsageError, match="give prompts"):
+            ip.run_line_magic("nbtrain", "arena /no/such/model")
+        ip.user_ns["ps"] = ["Q: colour of sky? A:", "Q: colour of snow? A:"]
+        with pytest.raises(UsageError, match="neither a run"):
+            ip.run_line_magic("nbtrain", "arena /no/such/model --prompts ps --max-new-tokens 2")
+        with pytest.raises(UsageError, match="whole number"):
+            ip.run_line_magic("nbtrain", f"arena {gpt2} --prompts ps --max-new-tokens two")
+        line = f"arena {gpt2} {gpt2} --prompts ps --max-new-tokens 2 --runs-dir {tmp_path}"
+        view = ip.run_line_magic("nbtrain", line)
+        assert view.prompts == ip.user_ns["ps"] and view.settings["max_new_tokens"] == 2
+        assert view.models == ["gpt2", "gpt2 (2)"]
+        direct = nbtrain.arena([str(gpt2)], prompts=ip.user_ns["ps"], max_new_tokens=2)
+        assert view.outputs["gpt2"] == view.outputs["gpt2 (2)"] == direct.outputs["gpt2"]
+    finally:
+        # A shell left behind would make later tests see IPython where a script has none.
+        InteractiveShell.clear_instance()
+
+
+def test_conversational_preference_data_goes_through_the_chat_template() -> None:
+    import datasets
+
+    from nbtrain.engine.data import RawData
+    from nbtrain.engine.tasks import get_task
+    from tests.tiny_models import CHAT_TEMPLATE, bpe_tokenizer, corpus
+
+    def conv(r: dict, with_prompt: bool) -> dict:
+        p = [{"role": "user", "content": r["prompt"]}]
+        c, j = ({"role": "assistant", "content": r[k]} for k in ("chosen", "rejected"))
+        if with_prompt:
+            return {"prompt": p, "chosen": [c], "rejected": [j]}
+        return {"chosen": [*p, c], "rejected": [*p, j]}  # the prompt inside the conversations
+
+    rows = preference_rows(6)
+    tok = bpe_tokenizer(corpus(), ["<|endoftext|>"], eos_token="<|endoftext|>")  # no template
+    for with_prompt in (True, False):
+        data = datasets.Dataset.from_list([conv(r, with_prompt) for r in rows])
+        cfg = load_config(
+            {
+                "model": "m",
+                "data": {"train": "t", "chat_template": CHAT_TEMPLATE},
+                "eval_samples": 1,
+            }
+        )
+        task = get_task("dpo", cfg)
+        prepared = task.prepare(RawData(data.select(range(2, 6)), data.select(range(2)), "t", "e"))
+        assert task.chat and "conversations (chat template)" in prepared.notices[0]
+        tokenized = task.tokenize(prepared.eval, tok, 64)
+        first = tok.decode(tokenized[0]["input_ids"])  # the dry run's view: prompt + chosen
+        assert first == f"<|user|>{rows[0]['prompt']}<|end|><|assistant|>{rows[0]['chosen']}<|end|>"
+        prompts, chosen = task.sample_prompts()  # implicit prompt: all turns but the answer
+        assert prompts == [[{"role": "user", "content": rows[0]["prompt"]}]]
+        assert chosen == [rows[0]["chosen"]]
+        task.on_evaluate(tiny_gpt2(tok), tok, SimpleNamespace(per_device_eval_batch_size=2))
+        (sample,) = task.last_details["samples"]
+        assert sample["prompt"] == f"user: {rows[0]['prompt']}"  # to read
+        assert sample["messages"] == prompts[0]  # for the arena's chat templates
+    assert tok.chat_template == CHAT_TEMPLATE  # set on the tokenizer TRL and final/ get
+    bare = get_task("dpo", load_config({"model": "m", "data": {"train": "t"}}))
+    bare.prepare(RawData(data, None, "t", None))
+    plain = bpe_tokenizer(corpus(), ["<|endoftext|>"], eos_token="<|endoftext|>")
+    with pytest.raises(DataError, match="no chat template"):
+        bare.tokenize(bare.prepared.train, plain, 64)
+
+
+def tiny_gpt2(tok, seed: int = 0):
+    """A GPT-2 (2 layers, hidden 32) in memory, random weights from ``seed``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                        eos_token_id=tok.eos_token_id)  # fmt: skip
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_arena_keeps_a_column_for_each_model_of_the_same_name() -> None:
+    import nbtrain
+    from tests.tiny_models import bpe_tokenizer, corpus
+
+    tok = bpe_tokenizer(corpus(), ["<|endoftext|>"], eos_token="<|endoftext|>")
+    a, b = tiny_gpt2(tok, 0), tiny_gpt2(tok, 1)
+    prompts = ["Q: colour of sky? A:", "Q: colour of snow? A:"]
+    view = nbtrain.arena([(a, tok), (b, tok)], prompts=prompts, max_new_tokens=4)
+    assert view.models == ["GPT2LMHeadModel", "GPT2LMHeadModel (2)"]  # two columns, not one
+    alone = [nbtrain.arena([(m, tok)], prompts=prompts, max_new_tokens=4) for m in (a, b)]
+    assert alone[0].outputs["GPT2LMHeadModel"] != alone[1].outputs["GPT2LMHeadModel"]
+    assert view.outputs["GPT2LMHeadModel"] == alone[0].outputs["GPT2LMHeadModel"]
+    assert view.outputs["GPT2LMHeadModel (2)"] == alone[1].outputs["GPT2LMHeadModel"]
+    assert "GPT2LMHeadModel (2)" in view._repr_html_() and "GPT2LMHeadModel (2) |" in repr(view)
+
+
+def test_arena_gives_a_chat_run_its_recorded_conversations(tmp_path: Path) -> None:
+    import shutil
+
+    import nbtrain
+    from nbtrain.events import Evaluated, EventLog, RunStarted
+    from tests.tiny_models import build_tiny_llama
+
+    llama = build_tiny_llama(tmp_path / "llama")  # has a chat template
+    run = tmp_path / "runs" / "chat-dpo"
+    shutil.copytree(llama, run / "final")
+    conv = [{"role": "user", "content": "colour of sky?"}]
+    log = EventLog(run / "events.jsonl")
+    log(RunStarted(run="chat-dpo", task="dpo"))
+    sample = {"prompt": "user: colour of sky?", "output": "x", "messages": conv}  # as recorded
+    log(Evaluated(step=4, epoch=1.0, details={"samples": [sample]}))
+    view = nbtrain.arena(["chat-dpo"], runs_dir=tmp_path / "runs", max_new_tokens=4)
+    assert view.prompts == ["user: colour of sky?"]
+    chat = nbtrain.arena([llama], prompts=[conv], max_new_tokens=4).outputs["llama"]
+    text = nbtrain.arena([llama], prompts=["user: colour of sky?"], max_new_tokens=4)
+    assert chat != text.outputs["llama"]  # the template changes what this model writes
+    assert view.outputs["chat-dpo"] == chat
+
+
+def test_arena_takes_a_lora_adapter_folder(gpt2: Path, tmp_path: Path) -> None:
+    import warnings
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import nbtrain
+
+    tok = AutoTokenizer.from_pretrained(gpt2)
+    torch.manual_seed(1)
+    lora = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False)
+    with warnings.catch_warnings():  # peft reads transformers' renamed checkpointing attribute
+        warnings.simplefilter("ignore", FutureWarning)
+        tuned = get_peft_model(AutoModelForCausalLM.from_pretrained(gpt2), lora).eval()
+    tuned.save_pretrained(tmp_path / "final")  # what a LoRA run keeps in final/ or a checkpoint
+    tok.save_pretrained(tmp_path / "final")
+    prompts = ["Q: colour of sky? A:", "Q: colour of snow? A:"]
+    view = nbtrain.arena([str(gpt2), tmp_path / "final"], prompts=prompts, max_new_tokens=4)
+    assert view.models == ["gpt2", "final"]
+    assert [c.task for c in view.result.contenders] == ["causal-lm", "causal-lm"]
+    in_memory = nbtrain.arena([(tuned, tok)], prompts=prompts, max_new_tokens=4)
+    assert view.outputs["final"] == in_memory.outputs[in_memory.models[0]]
+    assert view.outputs["final"] != view.outputs["gpt2"]  # the adapter is on
+    assert "LoRA adapter" in view.result.contenders[1].source
+
+
+def test_reference_model_is_one_frozen_copy_without_lora_and_none_with_it(gpt2: Path) -> None:
+    import warnings
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from nbtrain.engine.tasks import get_task
+
+    def ref_of(task: str, model, **kw):
+        cfg = load_config({"model": "m", "data": {"train": "t"}, **kw})
+        return get_task(task, cfg).trainer_kwargs({"model": model}).get("ref_model")
+
+    model = AutoModelForCausalLM.from_pretrained(gpt2)
+    for task in ("dpo", "kto"):
+        ref = ref_of(task, model)
+        assert ref is not None and ref is not model and not ref.training
+        assert not any(p.requires_grad for p in ref.parameters())
+        assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), model.parameters()))
+        assert all(
+            a.data_ptr() != b.data_ptr() for a, b in zip(ref.parameters(), model.parameters())
+        )
+    assert ref_of("orpo", model) is None  # ORPO has no reference
+    assert ref_of("dpo", model, trl_args={"precompute_ref_log_probs": True}) is None
+    with warnings.catch_warnings():  # peft reads transformers' renamed checkpointing attribute
+        warnings.simplefilter("ignore", FutureWarning)
+        lora = get_peft_model(
+            model, LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True)
+        )
+    assert ref_of("dpo", lora) is None  # the adapter-disabled model is the reference
 
 
 # -- slow: training -------------------------------------------------------------------------------
@@ -246,8 +440,9 @@ def test_arena_compares_base_model_and_run(dpo_run, gpt2: Path) -> None:
     run, runs = dpo_run
     view = nbtrain.arena([str(gpt2), "dpo", run], runs_dir=runs, max_new_tokens=3)
     assert view.prompts == [r["prompt"] for r in preference_rows(2)]  # the run's sample prompts
-    assert view.models == ["gpt2", "dpo", "dpo"]
+    assert view.models == ["gpt2", "dpo", "dpo (2)"]  # the run by name and as a RunResult
     assert view.outputs["dpo"] == [s["output"] for s in run_samples(run)]  # greedy, same text
+    assert view.outputs["dpo (2)"] == view.outputs["dpo"]
     assert "dpo" in view._repr_html_() and "max_new_tokens=3" in repr(view)
 
 

@@ -198,6 +198,8 @@ def test_chat_run_on_llama(llama: Path, runs_dir: Path) -> None:
     )
     evals = events_of(run.output_dir, "eval")
     assert evals and "perplexity" in evals[-1].metrics
-    assert evals[-1].details["samples"][0]["prompt"].startswith("user: colour of")
+    first = evals[-1].details["samples"][0]
+    assert first["prompt"].startswith("user: colour of")
+    assert first["messages"] == [{"role": "user", "content": first["prompt"][6:]}]  # for arena
     conv = [{"role": "user", "content": "colour of sky?"}]
     assert len(run.generate([conv], max_new_tokens=2)) == 1

@@ -85,9 +85,22 @@ def run_arena(
         finally:
             del model
             gc.collect()
+        label = _unique(label, [c.label for c in contenders])
         contenders.append(Contender(label=label, source=source, task=task, outputs=outputs))
     shown = [p if isinstance(p, str) else _show_chat(p) for p in items]
     return ArenaResult(prompts=shown, contenders=contenders, settings=settings)
+
+
+def _unique(label: str, taken: list[str]) -> str:
+    """``label``, or ``label (2)``, ``(3)``... when an earlier model has it: two run folders'
+    ``final``, a run given by name and as its RunResult, two (model, tokenizer) pairs of one
+    class. The table and ``outputs`` are keyed by label; a repeat would hide a model's column."""
+    if label not in taken:
+        return label
+    k = 2
+    while f"{label} ({k})" in taken:
+        k += 1
+    return f"{label} ({k})"
 
 
 def _load(spec: Any, runs_dir: Path) -> tuple[str, str, str, Any, Any]:
@@ -127,6 +140,9 @@ def _load_base(name: str) -> tuple[str, str, str, Any, Any]:
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
+    adapter = Path(name) / "adapter_config.json"
+    if adapter.is_file():  # a LoRA run's final/ or checkpoint: the adapter on its base model
+        return _load_adapter(Path(name), adapter)
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
@@ -139,6 +155,33 @@ def _load_base(name: str) -> tuple[str, str, str, Any, Any]:
     model = getattr(transformers, cls).from_pretrained(name)
     tok = AutoTokenizer.from_pretrained(name)
     return Path(name).name or name, f"base model {name}", task, model, tok
+
+
+def _load_adapter(folder: Path, adapter: Path) -> tuple[str, str, str, Any, Any]:
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from nbtrain.engine.model import resolve_model_name
+    from nbtrain.runs import load_final_model
+
+    base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
+    if not base:
+        raise ConfigError(f"arena: the LoRA adapter in {str(folder)!r} names no base model.")
+    try:
+        config = AutoConfig.from_pretrained(
+            str(folder) if (folder / "config.json").is_file() else resolve_model_name(base)
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"arena: the LoRA adapter in {str(folder)!r} needs its base model {base!r}, which "
+            f"could not be loaded ({str(e).splitlines()[0][:160]})."
+        ) from None
+    task = _lm_task(config)
+    model = load_final_model(folder, task)
+    has_tokenizer = any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tok = AutoTokenizer.from_pretrained(str(folder) if has_tokenizer else resolve_model_name(base))
+    return folder.name, f"LoRA adapter {folder} on {base}", task, model, tok
 
 
 def _lm_task(config: Any) -> str:

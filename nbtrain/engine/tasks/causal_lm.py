@@ -324,6 +324,7 @@ class CausalLM(Task):
         self.last_details = {
             "samples": [
                 {"prompt": _show(p), "output": o, "reference": r}
+                | ({"messages": list(p)} if isinstance(p, list) else {})  # for the arena
                 for p, o, r in zip(prompts, outputs, refs)
             ]
         }

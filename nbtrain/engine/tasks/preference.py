@@ -54,6 +54,12 @@ def show_prompt(prompt: Any) -> str:
     return str(prompt)
 
 
+def with_messages(sample: dict[str, Any], prompt: Any) -> dict[str, Any]:
+    """A sample with its chat prompt as messages too (``messages``), so the arena can give the
+    same conversation to other models through their chat templates; ``prompt`` is for reading."""
+    return {**sample, "messages": list(prompt)} if isinstance(prompt, list) else sample
+
+
 def is_chat(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
 
@@ -263,7 +269,7 @@ class PostTraining(CausalLM):
         )
         self.last_details = {
             "samples": [
-                self._sample(row, prompt, out)
+                with_messages(self._sample(row, prompt, out), prompt)
                 for row, prompt, out in zip(self._sample_rows, prompts, outputs)
             ]
         }
