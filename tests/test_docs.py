@@ -110,18 +110,21 @@ class _AnyName(dict):
         super().__init__()
         self.functions = functions
         self.classes = classes or {}
+        self.used: set[str] = set()  # the names the cell looked up
 
     def __contains__(self, key: object) -> bool:
         return True
 
     def __getitem__(self, key: str) -> object:
+        self.used.add(key)
         if key in self.classes:
             return self.classes[key]
         return _placeholder_function if key in self.functions else f"{key}.csv"
 
 
-def _check_finetune_body(block: Block) -> None:
-    from nbtrain.magics import build_config
+def _check_finetune_body(block: Block) -> set[str]:
+    """Builds the cell's config as the magic does; returns the ``{name}`` references it used."""
+    from nbtrain.magics import NbtrainMagics, build_config
 
     body = block.code.split("\n", 1)[1] if "\n" in block.code else ""
     functions = {
@@ -140,7 +143,83 @@ def _check_finetune_body(block: Block) -> None:
 
             base = Trainer if m.group(1) == "trainer_class" else TrainerCallback
             classes.update({n: type(n, (base,), {}) for n in re.findall(r"\{(\w+)\}", line)})
-    build_config(body, _AnyName(functions, classes))
+    namespace = _AnyName(functions, classes)
+    line = block.code.lstrip().split("\n", 1)[0].removeprefix("%%finetune")
+    build_config(body, namespace, overrides=NbtrainMagics.parse_line(line).overrides)
+    return namespace.used
+
+
+def _cell_names(block: Block) -> tuple[set[str], set[str]]:
+    """What a notebook cell reads from the notebook and what it leaves there.
+
+    Python: the names it loads and neither defines itself nor finds in builtins; the names it
+    assigns, imports or defines. ``%%finetune``: its ``{name}`` references (read with the magic's
+    own parser); the variable it binds its result to (NAME, ``--out``, ``lr`` for ``--lr-find``,
+    nothing for ``--dry-run``).
+    """
+    import ast
+    import builtins
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from nbtrain.magics import NbtrainMagics, _identifier
+
+    if block.code.lstrip().startswith("%%finetune"):
+        line = block.code.lstrip().split("\n", 1)[0].removeprefix("%%finetune")
+        args = NbtrainMagics.parse_line(line)
+        if args.dry_run:
+            binds = set()
+        elif args.lr_find:
+            binds = {args.out or "lr"}
+        else:
+            binds = {args.out or (args.name if _identifier(args.name) else "run")}
+        return _check_finetune_body(block), binds
+    tree = ast.parse(TransformerManager().transform_cell(block.code))
+    defined: set[str] = set()
+    loaded: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (defined if isinstance(node.ctx, (ast.Store, ast.Del)) else loaded).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            defined.add(node.name)
+    return loaded - defined - set(dir(builtins)) - {"get_ipython", "display"}, defined
+
+
+CELL_PAGES = [p for p in pages() if any(b.kind == "cell" for b in blocks(p))]
+
+
+@pytest.mark.parametrize("page", CELL_PAGES, ids=[p.name for p in CELL_PAGES])
+def test_each_block_is_one_cell_and_a_page_defines_what_its_cells_use(page: Path):
+    """A reader pastes blocks one at a time, in page order, into a fresh notebook: a block holds
+    one cell (a cell magic only on its first line), and every name a cell reads (a Python name,
+    a ``{name}`` reference) is defined by a cell above it on the same page that is run, not in
+    the prose or on another page."""
+    defined: set[str] = set()
+    for block in blocks(page):
+        if block.kind != "cell":
+            continue
+        lines = block.code.strip().splitlines()
+        later = [ln.strip() for ln in lines[1:] if ln.lstrip().startswith("%%")]
+        assert not later, (
+            f"{block.where}: {later[0]!r} starts a second cell inside this block; a cell magic "
+            "works only on a cell's first line. Put each cell in its own block."
+        )
+        if block.action == "skip":
+            continue
+        used, binds = _cell_names(block)
+        missing = sorted(used - defined)
+        assert not missing, (
+            f"{block.where}: uses {', '.join(missing)}, which no cell above it on {page.name} "
+            "defines; add the cell that makes it (a reader pastes the blocks one at a time)."
+        )
+        if block.action == "run":
+            defined |= binds
 
 
 YAMLS = [b for b in BLOCKS if b.kind in ("yaml-file", "yaml-fragment")]  # skipped ones too

@@ -26,6 +26,8 @@ def _old_signature_trainer(weights: list[float] | None = None) -> type:
     import torch
     from transformers import Trainer
 
+    train_losses: list[float] = []  # what the override returned for each training micro-batch
+
     class CustomTrainer(Trainer):
         calls = 0
 
@@ -37,8 +39,11 @@ def _old_signature_trainer(weights: list[float] | None = None) -> type:
             w = None if weights is None else torch.tensor(weights, device=logits.device)
             loss_fct = torch.nn.CrossEntropyLoss(weight=w)
             loss = loss_fct(logits.view(-1, self.model.config.num_labels), labels.view(-1))
+            if model.training:
+                train_losses.append(loss.item())
             return (loss, outputs) if return_outputs else loss
 
+    CustomTrainer.train_losses = train_losses
     return CustomTrainer
 
 
@@ -50,7 +55,11 @@ def test_old_signature_compute_loss_runs_as_written(fast_cfg):
     )
     assert run.status == "finished"
     assert trainer_cls.calls >= 6  # 96 rows / 16 per micro-step, and the evaluations
-    assert run.metrics["train_loss"] < 1.5  # a per-example mean, not summed over micro-steps
+    # 6 micro-batches, 2 per optimizer step: train_loss is the mean of the losses the override
+    # returned (a per-example mean), not their sum over the accumulated micro-batches
+    assert len(trainer_cls.train_losses) == 6
+    mean = sum(trainer_cls.train_losses) / len(trainer_cls.train_losses)
+    assert run.metrics["train_loss"] == pytest.approx(mean, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -451,10 +460,6 @@ def test_model_init_gives_the_model(fast_cfg, tiny_bert):
 def test_report_to_wandb_without_wandb_fails_before_training(fast_cfg, monkeypatch):
     import importlib.util
 
-    from nbtrain.config import load as config_load
-
-    if not hasattr(config_load, "check_reporters"):
-        pytest.skip("the reporter check comes with issue 11 (merged separately)")
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
@@ -467,9 +472,7 @@ def test_report_to_wandb_without_wandb_fails_before_training(fast_cfg, monkeypat
 
 
 def test_sweep_takes_hp_space_as_written():
-    """`sweep: {hp_space: {optuna_hp_space}, direction: maximize, n_trials: 4}` (with the sweep
-    driver of issue 14; skipped until it is merged)."""
-    pytest.importorskip("nbtrain.sweep")
+    """`sweep: {hp_space: {optuna_hp_space}, direction: maximize, n_trials: 4}`."""
     from nbtrain.config import load_config
 
     cfg = load_config(
@@ -484,3 +487,81 @@ def test_sweep_takes_hp_space_as_written():
         "learning_rate": {"low": 1e-6, "high": 1e-4, "log": True},
         "per_device_train_batch_size": [16, 32, 64],
     }
+
+
+# -- deepspeed: ds_config.json (the tutorial's, "auto" everywhere) ---------------------------
+
+
+def test_deepspeed_on_cpu_is_refused_before_the_data_or_model_load(fast_cfg, tmp_path, monkeypatch):
+    from nbtrain.engine import runner
+    from nbtrain.engine.model import simulated_device
+    from tests.test_distributed_config import TUTORIAL_DS
+
+    (tmp_path / "ds_config.json").write_text(json.dumps(TUTORIAL_DS))
+
+    def no_data(*a, **kw):
+        raise AssertionError("the data was read before the DeepSpeed check")
+
+    monkeypatch.setattr(runner, "prepare", no_data)
+    with simulated_device("cpu"), pytest.raises(nbtrain.ConfigError) as e:
+        nbtrain.finetune(
+            {**fast_cfg, "deepspeed": str(tmp_path / "ds_config.json")}, display="none"
+        )
+    assert "DeepSpeed trains on CUDA GPUs" in str(e.value) and "checked out" in str(e.value)
+    assert not (Path(fast_cfg["runs_dir"]) / fast_cfg["name"]).exists()  # nothing written
+    # a batch size that disagrees with the config is named before any work, too
+    (tmp_path / "ds_config.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 4}))
+    with simulated_device("cpu"), pytest.raises(nbtrain.ConfigError, match="is 4 but the config"):
+        nbtrain.finetune(
+            {**fast_cfg, "deepspeed": str(tmp_path / "ds_config.json")}, display="none"
+        )
+
+
+def test_deepspeed_config_is_passed_to_the_trainer_on_gpu(fast_cfg, tmp_path, monkeypatch):
+    import importlib.util
+
+    from nbtrain.config import load_config
+    from nbtrain.engine.distributed import process_kwargs
+    from tests.test_distributed_config import TUTORIAL_DS
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "deepspeed" else real(n, *a)
+    )
+    (tmp_path / "ds_config.json").write_text(json.dumps(TUTORIAL_DS))
+    cfg = load_config(
+        {**fast_cfg, "gradient_accumulation_steps": 4, "warmup_ratio": 0.1,
+         "deepspeed": str(tmp_path / "ds_config.json")}
+    )  # fmt: skip
+    kwargs: dict = {"deepspeed": str(tmp_path / "ds_config.json")}
+    process_kwargs(
+        cfg, kwargs, task="text-classification", world=1, precision="bf16",
+        device_kind="cuda", total_steps=50,
+    )  # fmt: skip
+    ds = kwargs["deepspeed"]  # the resolved settings, not the file name, reach TrainingArguments
+    assert isinstance(ds, dict) and ds["zero_optimization"]["stage"] == 2
+    assert ds["train_micro_batch_size_per_gpu"] == 16 and ds["gradient_accumulation_steps"] == 4
+    assert ds["train_batch_size"] == 64 and ds["bf16"]["enabled"] is True
+    assert ds["scheduler"]["params"]["total_num_steps"] == 50
+    assert ds["scheduler"]["params"]["warmup_num_steps"] == 5
+
+
+# -- warnings: nbtrain's calls raise none (tests/test_warnings.py); the user's code still may ---
+
+
+def test_a_warning_from_the_users_code_still_shows(fast_cfg):
+    import warnings
+
+    from transformers import TrainerCallback
+
+    class Warns(TrainerCallback):
+        def on_train_end(self, args, state, control, **kw):
+            warnings.warn("the user's own FutureWarning", FutureWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        run = nbtrain.finetune({**fast_cfg, "epochs": 1, "callbacks": [Warns]}, display="none")
+    assert run.status == "finished"
+    assert [str(w.message) for w in caught if w.category is FutureWarning] == [
+        "the user's own FutureWarning"
+    ]

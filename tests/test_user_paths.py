@@ -252,6 +252,32 @@ def test_predict_returns_integer_labels_for_integer_data(tmp_path, tiny_bert, se
     assert {type(p["label"]) for p in flags.predict(["superb great film", "dull"])} == {bool}
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0, 1], {0: 0, 1: 1}),
+        ([5, 1], {0: 1, 1: 5}),  # mapped to class ids 0..1, reported as the user's 1 and 5
+        ([True, False], {0: False, 1: True}),
+        (["neg", "pos"], {0: "neg", 1: "pos"}),
+    ],
+)
+def test_model_config_keeps_the_label_type_of_the_data(tiny_bert, values, expected):
+    """The fast half of the check above: the model's ``id2label`` (what ``predict`` and the saved
+    ``config.json`` report) holds the data's own label values, not their text."""
+    import pandas as pd
+
+    from nbtrain.config import Ref, load_config
+    from nbtrain.engine.runner import prepare
+    from nbtrain.events import EventBus
+
+    df = pd.DataFrame({"text": [f"row {i} text" for i in range(20)], "label": values * 10})
+    cfg = load_config(model=str(tiny_bert), data={"train": Ref("df", df), "eval_split": 0})
+    kwargs = prepare(cfg, EventBus()).task.model_kwargs()
+    assert kwargs["id2label"] == expected
+    assert [type(v) for v in kwargs["id2label"].values()] == [type(v) for v in expected.values()]
+    assert kwargs["label2id"] == {v: k for k, v in expected.items()}
+
+
 # -- 3. resume promises are true, CLI included ------------------------------------------------
 
 

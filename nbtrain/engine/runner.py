@@ -27,7 +27,7 @@ from nbtrain.engine.cpu_speed import (
     machine_load,
     wants_sparse_embeddings,
 )
-from nbtrain.engine.distributed import process_kwargs
+from nbtrain.engine.distributed import check_before_launch, process_kwargs
 from nbtrain.engine.launch import check_world, wants_launch
 from nbtrain.engine.library_log import library_log_to
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
@@ -266,6 +266,18 @@ class _Session:
     # -- before training: nothing here touches the run folder -----------------------------------
     def prepare(self) -> None:
         check_reporters(self.cfg.report_to)  # a missing wandb/tensorboard: before any work
+        ta = self.cfg.training_args
+        if any(
+            ta.get(k) not in (None, False, "", []) for k in ("deepspeed", "fsdp", "fsdp_config")
+        ):
+            from nbtrain.engine.model import device_info
+
+            # the DeepSpeed/FSDP file, its batch sizes, CUDA: before the data and the model load
+            # (build() checks again with the resolved precision and fills the step counts)
+            kind = device_info().kind
+            check_before_launch(
+                self.cfg, world=world_size(), device_kind=kind, precision=self.cfg.precision
+            )
         self.prep = prepare(self.cfg, self.bus)
         for message in self.prep.notices:
             self.bus.emit(Notice(kind="data", message=message))
