@@ -14,7 +14,7 @@ A page is a list of fenced blocks; each gets a *kind* from its language and firs
 An HTML comment on the line(s) just before a fence changes that block (docs/contributing.md):
 
 - ``<!-- docs-test: skip reason="..." -->``: not run (the reason is required and reported);
-- ``<!-- docs-test: refuses reason="..." -->``: run, and it must end in nbtrain's clear
+- ``<!-- docs-test: refuses reason="..." match="..." -->``: run, and it must end in nbtrain's clear
   refusal, not succeed and not crash: a ``ConfigError``/``UsageError`` paragraph in a cell, exit
   status 2 with an ``nbtrain:`` line and no traceback on the command line. For examples that
   need the hub or a GPU, checked offline on a CPU.
@@ -49,6 +49,7 @@ class Block:
     code: str
     action: str = "run"  # run | skip | refuses
     reason: str = ""
+    match: str = ""  # refuses: a regex the refusal's message must contain
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -95,19 +96,19 @@ def pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _marker(text_before: str) -> tuple[str, str, list[str]]:
+def _marker(text_before: str) -> tuple[str, str, str, list[str]]:
     """The marker in the lines just before a fence (blank lines allowed in between)."""
     tail = text_before.rstrip()
     if not tail.endswith("-->"):
-        return "run", "", []
+        return "run", "", "", []
     start = tail.rfind("<!--")
     m = MARKER.fullmatch(tail[start:])
     if m is None:
-        return "run", "", []  # some other HTML comment
+        return "run", "", "", []  # some other HTML comment
     try:
         words = shlex.split(m.group("body"))
     except ValueError as e:
-        return "run", "", [f"unreadable docs-test marker ({e})"]
+        return "run", "", "", [f"unreadable docs-test marker ({e})"]
     action = words[0] if words else ""
     opts = dict(w.split("=", 1) for w in words[1:] if "=" in w)
     problems = []
@@ -115,10 +116,14 @@ def _marker(text_before: str) -> tuple[str, str, list[str]]:
         problems.append(f"docs-test marker {action!r}: expected one of {', '.join(ACTIONS)}")
     if not opts.get("reason", "").strip():
         problems.append('docs-test marker without reason="..."')
-    extra = [w for w in words[1:] if not w.startswith("reason=")]
+    extra = [w for w in words[1:] if not w.startswith(("reason=", "match="))]
     if extra:
         problems.append(f"docs-test marker: unknown words {extra}")
-    return action, opts.get("reason", ""), problems
+    if action == "refuses" and not opts.get("match", "").strip():
+        problems.append('docs-test refuses marker without match="..." (what the refusal says)')
+    if "match" in opts and action != "refuses":
+        problems.append('docs-test marker: match="..." belongs to refuses')
+    return action, opts.get("reason", ""), opts.get("match", ""), problems
 
 
 def blocks(page: Path) -> list[Block]:
@@ -139,8 +144,8 @@ def blocks(page: Path) -> list[Block]:
             j += 1
         code = "\n".join(lines[i + 1 : j]) + "\n"
         before = "\n".join(lines[last_end:i])
-        action, reason, problems = _marker(before)
-        out.append(Block(rel, i + 1, lang, code, action, reason, problems))
+        action, reason, match, problems = _marker(before)
+        out.append(Block(rel, i + 1, lang, code, action, reason, match, problems))
         i = last_end = j + 1
     return out
 

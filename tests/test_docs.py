@@ -26,7 +26,8 @@ from tests.docs_examples import ROOT, Block, all_blocks, blocks, execute, pages
 
 BLOCKS = all_blocks()
 MAX_STEPS = "2"
-REFUSALS = ("UsageError", "ConfigError", "DataError", "TrainingFailed")
+# RunStopped: a %%finetune cell shows the refusal once in its view, then stops the cell with it
+REFUSALS = ("UsageError", "ConfigError", "DataError", "TrainingFailed", "RunStopped")
 
 
 def _ids(items: list[Block]) -> list[str]:
@@ -313,7 +314,7 @@ os.environ.update(NBTRAIN_DOCS_MAX_STEPS={max_steps!r}, HF_HUB_OFFLINE="1",
 _BIN = os.path.dirname(sys.executable)
 os.environ["PATH"] = _BIN + os.pathsep + os.environ["PATH"]
 
-def _docs_shell(commands, refuses=False):
+def _docs_shell(commands, refuses=False, match=""):
     for cmd in commands:
         cmd = re.sub(r"(^|\s)\.venv/bin/", lambda m: m.group(1) + _BIN + "/", cmd)
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=900)
@@ -324,6 +325,8 @@ def _docs_shell(commands, refuses=False):
             ok = p.returncode == 2 and "nbtrain:" in p.stderr and "Traceback" not in p.stderr
             if not ok:
                 raise RuntimeError(f"{{cmd!r}} should refuse (exit 2, one nbtrain: paragraph)")
+            if not re.search(match, p.stderr):
+                raise RuntimeError(f"{{cmd!r}} refused, but not for the documented reason {{match!r}}")
         elif p.returncode != 0:
             raise RuntimeError(f"{{cmd!r}} exited with {{p.returncode}}")
 """
@@ -343,7 +346,10 @@ def _notebook(page: Path) -> tuple[object, list[Block | None]]:
         elif b.kind == "yaml-file":
             source = f"%%writefile {b.filename}\n{b.code}"
         else:  # shell
-            source = f"_docs_shell({json.dumps(b.commands())}, refuses={b.action == 'refuses'})"
+            source = (
+                f"_docs_shell({json.dumps(b.commands())}, refuses={b.action == 'refuses'}, "
+                f"match={b.match!r})"
+            )
         nb.cells.append(nbformat.v4.new_code_cell(source))
         owners.append(b)
     return nb, owners
@@ -359,6 +365,15 @@ def _seconds(cell: object) -> float:
     except (KeyError, ValueError):
         return float("nan")
     return (end - start).total_seconds()
+
+
+def _shown(output: dict) -> str:
+    """What a display output shows, as text (its HTML without tags)."""
+    import html
+
+    data = output.get("data", {})
+    page = "".join(data.get("text/html", ""))
+    return "".join(data.get("text/plain", "")) + "\n" + html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
 def _errors(cell: object) -> list[dict]:
@@ -396,6 +411,14 @@ def test_page_runs_in_a_kernel(page: Path, tmp_path: Path):
             assert errors and errors[0]["ename"] in REFUSALS, (
                 f"{where} should end in a clear refusal ({', '.join(REFUSALS)}); got "
                 + (errors[0]["ename"] if errors else "no error")
+            )
+            said = "\n".join(
+                [errors[0].get("evalue", ""), *errors[0].get("traceback", [])]
+                + [o.get("text", "") for o in cell.get("outputs", [])]
+                + [_shown(o) for o in cell.get("outputs", [])]
+            )
+            assert re.search(block.match, said), (  # the refusal it documents, not any error
+                f"{where} refused, but not for the documented reason ({block.match!r}): {said[-600:]}"
             )
             continue
         if errors:
