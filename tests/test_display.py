@@ -231,6 +231,31 @@ def test_mode_from_frontend_and_overrides(monkeypatch: pytest.MonkeyPatch) -> No
         resolve_mode("auto", Frontend.JUPYTER)
 
 
+def test_widget_view_has_a_stop_button_only_where_a_click_can_stop_the_run(monkeypatch) -> None:
+    """A foreground run keeps the kernel busy: a click would reach nobody until the cell ends,
+    so its widget view has no Stop button and says how to stop; a background run's view has one."""
+    import nbtrain.display.frontend as fe
+    from nbtrain.api import _view
+    from nbtrain.display.live import WidgetRenderer
+
+    monkeypatch.setattr(fe, "widgets_available", lambda: (True, ""))
+    monkeypatch.setattr(fe, "detect_frontend", lambda: Frontend.JUPYTER)
+    foreground = _view("widgets")  # what finetune(display="widgets") shows
+    assert isinstance(foreground, WidgetRenderer)
+    assert foreground.stop_button.layout.display == "none"
+    assert "interrupt the kernel" in foreground.status.value
+    stops: list[str] = []
+    background = _view("widgets", on_stop=lambda: stops.append("bg"))
+    assert background.stop_button.layout.display != "none"
+    assert "interrupt the kernel" not in background.status.value
+    background.stop_button.click()
+    assert stops == ["bg"] and "stopping" in background.status.value
+    foreground.on_stop = lambda: stops.append("later")  # wired after it was made: it shows
+    assert foreground.stop_button.layout.display != "none" and foreground.status.value == ""
+    foreground.stop_button.click()
+    assert stops == ["bg", "later"]
+
+
 def test_detects_no_ipython_in_a_script() -> None:
     assert detect_frontend() is Frontend.NO_IPYTHON  # pytest runs no IPython shell
     code = (

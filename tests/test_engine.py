@@ -279,3 +279,50 @@ def test_batch_size_in_events_counts_every_process(fast_cfg, monkeypatch):
     start = next(e for e in seen if e.type == "start")
     assert start.batch_size == 16 * 2 * 3
     s.release()
+
+
+def test_finetune_uses_a_config_it_is_handed_as_it_is(finished, monkeypatch):
+    """A Config was validated when it was built: finetune does not load it a second time."""
+    from nbtrain import api
+
+    cfg, result, _ = finished
+    config = nbtrain.load_config(cfg)
+
+    def reload(*args, **kwargs):
+        raise AssertionError("finetune loaded a Config it was handed again")
+
+    monkeypatch.setattr(api, "load_config", reload)
+    again = nbtrain.finetune(config, display="none")
+    assert again.status == "finished" and again.metrics == result.metrics
+    with pytest.raises(AssertionError, match="loaded a Config"):  # overrides do make a new one
+        nbtrain.finetune(config, display="none", epochs=1)
+
+
+def test_class_weights_reach_the_trainers_loss(fast_cfg):
+    """The Trainer's loss is the weighted cross-entropy, not the model's own (plain) loss."""
+    import torch
+
+    from nbtrain.config import load_config
+    from nbtrain.engine.runner import _Session  # white-box: the loss of one batch, no training
+    from nbtrain.events import EventBus
+
+    cfg = load_config({**fast_cfg, "class_weights": [1.0, 9.0]})
+    s = _Session(cfg, Path(fast_cfg["runs_dir"]) / "cw", "cw", EventBus([]), None)
+    s.prepare()
+    s.build()
+    try:
+        model = s.trainer.model.eval()  # no dropout: the same logits twice
+        batch = next(iter(s.trainer.get_train_dataloader()))
+        labels = batch["labels"]
+        assert 0 < int(labels.sum()) < len(labels)  # both classes, so the weights matter
+        with torch.no_grad():
+            loss = s.trainer.compute_loss(model, dict(batch))
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+        weighted = torch.nn.functional.cross_entropy(
+            logits, labels, weight=torch.tensor([1.0, 9.0])
+        )
+        plain = torch.nn.functional.cross_entropy(logits, labels)
+        assert torch.isclose(loss, weighted, atol=1e-5), (loss, weighted, plain)
+        assert not torch.isclose(loss, plain, atol=1e-4)
+    finally:
+        s.release()

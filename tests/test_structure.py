@@ -7,6 +7,7 @@ lazy imports is still a cycle for whoever reads or changes the code.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -182,7 +183,16 @@ def test_the_engine_builds_no_html() -> None:
         for target, names, line in _imports(mod, tree):
             if target == "html" and "escape" in names:
                 bad.append(f"{mod}:{line} imports html.escape")
+        for node in ast.walk(tree):  # markup written into a string: a renderer's job
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if _HTML_TAG.search(node.value):
+                    bad.append(f"{mod}:{node.lineno} writes HTML {node.value[:40]!r}")
     assert not bad, "\n".join(bad)
+
+
+_HTML_TAG = re.compile(
+    r"</?(div|span|table|tr|td|th|b|i|p|pre|code|br|ul|li|svg|style|h[1-6])[\s>/]"
+)
 
 
 @pytest.mark.parametrize(

@@ -196,6 +196,14 @@ class HtmlRenderer:
             self._show(self._final or View(self.html(), self.text()))
 
 
+#: The widget view's status line in a foreground run, which no Stop button could reach.
+FOREGROUND_STOP_HINT = (
+    "<span style='opacity:.75'>training in the foreground: interrupt the kernel (■) to stop "
+    "after this step with a checkpoint; a background run (--background) has a Stop button"
+    "</span>"
+)
+
+
 class WidgetRenderer(HtmlRenderer):
     """The live view as ipywidgets: the same HTML in a widget, a Stop button and a status line.
 
@@ -203,14 +211,15 @@ class WidgetRenderer(HtmlRenderer):
     notebook shows the card even where no widget state was saved.
 
     Args:
-        on_stop: called (on the kernel's thread) when Stop is clicked.
+        on_stop: called (on the kernel's thread) when Stop is clicked. Without it (a run in the
+            foreground: the kernel is busy and handles no click until the cell ends) there is
+            no Stop button; the status line says how to stop the run instead.
     """
 
     def __init__(self, *, on_stop: Callable[[], None] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         import ipywidgets as W
 
-        self.on_stop = on_stop
         self.body = W.HTML()
         self.stop_button = W.Button(
             description="Stop",
@@ -221,8 +230,24 @@ class WidgetRenderer(HtmlRenderer):
         )
         self.stop_button.on_click(self._clicked)
         self.status = W.HTML()
+        self.on_stop = on_stop
         self.box = W.VBox([W.HBox([self.stop_button, self.status]), self.body])
         self.box.add_class("nbtrain-widget-view")
+
+    @property
+    def on_stop(self) -> Callable[[], None] | None:
+        return self._on_stop
+
+    @on_stop.setter
+    def on_stop(self, fn: Callable[[], None] | None) -> None:
+        """No one to stop: no button (a click nothing would hear), the status line says what
+        works instead."""
+        self._on_stop = fn
+        self.stop_button.layout.display = None if fn is not None else "none"
+        if fn is None:
+            self.status.value = FOREGROUND_STOP_HINT
+        elif self.status.value == FOREGROUND_STOP_HINT:
+            self.status.value = ""
 
     def _clicked(self, _button: Any) -> None:
         self.stop_button.disabled = True
