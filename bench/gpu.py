@@ -17,11 +17,15 @@ Sections (each one's errors are recorded in the report, not fatal to the others)
    kernels when ``liger-kernel`` is installed.
 3. ``memory``: nbtrain's memory estimate vs ``torch.cuda.max_memory_allocated`` for full,
    LoRA, LoRA + gradient checkpointing and QLoRA (when ``bitsandbytes`` is installed).
-4. ``oom``: a batch that cannot fit with ``auto_find_batch_size``: the run must finish.
+4. ``oom``: a batch that cannot fit must end with a finished run through nbtrain's own
+   back-off (batch halved, accumulation doubled). ``--dry``: the out-of-memory is raised by a
+   Trainer that fits 8 examples a batch (no real one on CPU).
 
-FLOPs per real token: ``6 N`` for full training, ``4 N`` with LoRA (no weight gradients for the
-frozen matrices), plus attention ``12 L d s`` (``8 L d s`` with LoRA), with ``s`` the mean
-sequence length (packed sequences attend only within themselves).
+FLOPs per real token (:func:`flops_per_token`): ``6 N`` for full training, ``4 N`` with LoRA
+(no weight gradients for the frozen matrices), ``N`` the parameters of the matrix multiplies
+(the input embedding is a lookup, not counted), plus attention ``12 L d s`` either way (its
+two matmuls have no weights: the backward pass computes both operands' gradients), with
+``s`` the mean sequence length (packed sequences attend only within themselves).
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ PEAKS = {
     "A10": 125e12,
     "T4": 65e12,
 }
+
+
+def flops_per_token(
+    matmul_params: int, layers: int, hidden: int, mean_len: float, *, lora: bool
+) -> float:
+    """Training FLOPs per real token (the MFU numerator): weights 6 N (4 N with LoRA) plus
+    attention scores and values 12 L d s, which LoRA does not make cheaper."""
+    return (4 if lora else 6) * matmul_params + 12 * layers * hidden * mean_len
 
 
 def peak_flops(name: str) -> float | None:
@@ -276,6 +288,7 @@ def bench_sft(dry: bool, tmp: Path) -> dict[str, Any]:
     for label, packed, compiled in variants:
         model = _llama(dry)
         n_params = sum(p.numel() for p in model.parameters())
+        matmul_params = n_params - model.get_input_embeddings().weight.numel()
         cfgd = model.config
         model = get_peft_model(
             model,
@@ -312,7 +325,9 @@ def bench_sft(dry: bool, tmp: Path) -> dict[str, Any]:
             measured = seqs[warmup * batch : (warmup + timer.steps) * batch]
             real_tokens = sum(len(s) for s in measured)
             mean_len = real_tokens / max(1, len(measured))
-            flops_tok = 4 * n_params + 8 * cfgd.num_hidden_layers * cfgd.hidden_size * mean_len
+            flops_tok = flops_per_token(
+                matmul_params, cfgd.num_hidden_layers, cfgd.hidden_size, mean_len, lora=True
+            )
             tps = real_tokens / timer.seconds
             row.update(
                 tokens_per_s=tps,
@@ -391,10 +406,32 @@ def bench_memory(dry: bool, tmp: Path) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def _fits_at_most(n: int) -> type:
+    """``--dry``: a Trainer that raises CUDA's out-of-memory error above ``n`` examples a batch
+    (there is no real one on CPU), so the section's path through nbtrain runs in CI."""
+    import torch
+    from transformers import Trainer
+
+    class FitsAtMost(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if model.training and inputs["input_ids"].shape[0] > n:
+                raise torch.OutOfMemoryError(  # CUDA's words, which the Trainer's retry knows
+                    f"CUDA out of memory. Tried to allocate 2.00 GiB (simulated: batch above {n})"
+                )
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    return FitsAtMost
+
+
 def bench_oom(dry: bool, tmp: Path) -> dict[str, Any]:
+    """A batch that cannot fit must end with a finished run through **nbtrain's** back-off
+    (batch halved, accumulation doubled, effective batch kept: docs/failures.md). Not
+    ``auto_find_batch_size``: that is the Trainer's own retry (batch x 0.9, effective batch
+    lost), which catches the out-of-memory before nbtrain sees it."""
     import torch
 
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if not cuda and not dry:
         return {"skipped": "a real out-of-memory needs a GPU"}
     from lora_memory_gpu import build
 
@@ -402,20 +439,45 @@ def bench_oom(dry: bool, tmp: Path) -> dict[str, Any]:
 
     folder = tmp / "bert-oom"
     folder.mkdir()
-    build(folder, 1024, 24, 16, 512)
-    free, _total = torch.cuda.mem_get_info()
-    batch = 4096  # ~0.6 GB of activations per sample at 512 tokens: far past any GPU
+    extra: dict[str, Any] = {}
+    if cuda:  # ~0.3-0.6 GB of activations per sample at 512 tokens: 4096 fit on no GPU
+        build(folder, 1024, 24, 16, 512)
+        batch, max_length, steps = 4096, 512, 2
+        free: int | None = torch.cuda.mem_get_info()[0]
+    else:
+        build(folder, 64, 2, 2, 64)
+        batch, max_length, steps, free = 64, 64, 3, None
+        extra["trainer_class"] = _fits_at_most(8)
+    rows = (folder / "train.csv").read_text().splitlines()
+    body = rows[1:] * (batch // len(rows[1:]) + 1)  # a whole first batch of the size asked
+    (folder / "train.csv").write_text("\n".join([rows[0], *body[:batch]]) + "\n")
     res = nbtrain.finetune(
         {
             "model": str(folder), "task": "text-classification",
-            "data": {"train": str(folder / "train.csv"), "eval_split": 0, "max_length": 512},
-            "batch_size": batch, "max_steps": 3, "auto_find_batch_size": True,
-            "save_strategy": "no", "runs_dir": str(tmp / "runs"), "name": "oom",
+            "data": {"train": str(folder / "train.csv"), "eval_split": 0,
+                     "max_length": max_length},
+            "batch_size": batch, "max_steps": steps, "save_strategy": "no",
+            "runs_dir": str(tmp / "runs"), "name": "oom", **extra,
         },
         display="none",
     )  # fmt: skip
-    notices = [e.message for e in res.events if e.type in ("notice", "error")]
-    return {"status": res.status, "first_batch": batch, "free_bytes": free, "notices": notices}
+    events = res.events
+    backoff = [
+        [e.data["per_device_train_batch_size"], e.data["gradient_accumulation_steps"]]
+        for e in events
+        if e.type == "notice" and e.kind == "oom" and e.data.get("phase") == "train"
+    ]
+    end = [e for e in events if e.type == "end"]
+    return {
+        "real_oom": cuda,
+        "status": res.status,
+        "first_batch": batch,
+        "backoff": backoff,  # [per-device batch, accumulation] after each out-of-memory
+        "effective_batch_kept": all(b * a == batch for b, a in backoff),
+        "steps": end[-1].step if end else None,
+        "free_bytes": free,
+        "notices": [e.message for e in events if e.type in ("notice", "error")],
+    }
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -454,7 +516,16 @@ def markdown(report: dict[str, Any]) -> str:
         for r in mem["rows"]:
             meas = f"{r['measured_bytes'] / 2**30:.2f} GiB" if r["measured_bytes"] else "n/a"
             lines.append(f"| {r['variant']} | {r['estimate_bytes'] / 2**30:.2f} GiB | {meas} |")
-    lines += ["", "## OOM back-off", "", json.dumps(s.get("oom", {}))]
+    oom = s.get("oom", {})
+    lines += ["", "## OOM back-off", ""]
+    if "status" in oom:
+        steps = " -> ".join(f"{b} x {a}" for b, a in oom["backoff"]) or "no out-of-memory"
+        kind = "real" if oom["real_oom"] else "simulated (dry run)"
+        lines.append(f"Batch {oom['first_batch']}, {kind} out-of-memory: {steps} "
+                     f"(batch x accumulation); run {oom['status']} at step {oom['steps']}, "
+                     f"effective batch kept: {oom['effective_batch_kept']}.")  # fmt: skip
+    else:
+        lines.append(json.dumps({k: v for k, v in oom.items() if k != "traceback"}))
     errs = {k: v["error"] for k, v in s.items() if isinstance(v, dict) and "error" in v}
     if errs:
         lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in errs.items()]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "colab_quickstart.ipynb"
 
@@ -20,6 +21,13 @@ def test_colab_notebook_is_stripped_and_linked():
     for needed in ("%pip install", "drive.mount", "runs_dir: {RUNS}", "precision: auto",
                    "gradient_checkpointing", "After a disconnect"):  # fmt: skip
         assert needed in text, needed
+    # An out-of-memory on the T4 goes through nbtrain's back-off (effective batch kept, a notice):
+    # auto_find_batch_size would hand it to the Trainer's silent retry first (test_bench_gpu.py).
+    for cell in code:
+        body = "".join(cell["source"])
+        if body.startswith("%%finetune"):
+            top = dict(line.split(":", 1) for line in body.splitlines()[1:] if ":" in line)
+            assert not yaml.safe_load(top.get("auto_find_batch_size", "false")), body
     readme = (NOTEBOOK.parents[1] / "README.md").read_text()
     assert "notebooks/colab_quickstart.ipynb" in readme and "colab-badge.svg" in readme
 

@@ -160,3 +160,26 @@ def test_fsdp_checks(tmp_path):
     # accelerate 1.15 never turns MULTI_CPU into FSDP: on CPU it would silently be DDP
     with pytest.raises(ConfigError, match="FSDP on GPUs only"):
         check(fsdp_cfg(fsdp="full_shard"), world=2, device_kind="cpu")
+
+
+def test_fsdp_settings_reach_the_training_arguments(tmp_path):
+    """fsdp passes through to TrainingArguments as written; fsdp_config arrives as the checked
+    mapping read from its file, not the file name."""
+    from nbtrain.engine.training_args import translate
+
+    path = tmp_path / "fsdp.yaml"
+    path.write_text("transformer_layer_cls_to_wrap: [LlamaDecoderLayer]\nmin_num_params: 0\n")
+    cfg = fsdp_cfg(fsdp="full_shard auto_wrap", fsdp_config=str(path))
+    kwargs = translate(
+        cfg, output_dir=str(tmp_path / "out"), has_eval=False, metric_for_best_model=None,
+        greater_is_better=None, precision="bf16", logging_steps=10,
+    )  # fmt: skip
+    distributed.process_kwargs(
+        cfg, kwargs, task="causal-lm", world=2, precision="bf16", device_kind="cuda",
+        total_steps=10,
+    )  # fmt: skip
+    assert kwargs["fsdp"] == "full_shard auto_wrap"
+    assert kwargs["fsdp_config"] == {
+        "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+        "min_num_params": 0,
+    }

@@ -710,7 +710,8 @@ class Config:
     )
     auto_find_batch_size: bool = opt(
         False,
-        "Halve the batch on out-of-memory until it fits.",
+        "The Trainer's own out-of-memory retry (batch x 0.9, effective batch not kept). Off, "
+        "nbtrain halves the batch and doubles accumulation on out-of-memory by itself.",
         group="Precision & memory",
         kind="bool",
         nullable=False,
