@@ -110,7 +110,12 @@ def test_report_numbers_on_known_data(fast_cfg, known_data):
     train = next(s for s in d.lengths if s.split == "train")
     assert train.count == 86 and train.max == 28
     assert train.truncated_rows == 2 and train.tokens_lost == (26 - 16) + (28 - 16)
-    assert d.advice is not None
+    # 2 of 86 rows cut (> 1 %): raise to p99 (28) rounded up to 8, with what it costs
+    a = d.advice
+    assert (a.change, a.suggested, a.rows_truncated) == ("raise", 32, 0)
+    assert (a.longest_batch_now, a.longest_batch_suggested) == (16, 28)
+    assert a.tokens_suggested - a.tokens_now == (26 - 16) + (28 - 16)
+    assert r.suggested_memory_bytes > r.memory.total_bytes  # longer batches need more memory
     assert d.labels.counts["train"] == {"neg": 62, "pos": 24}
     assert d.labels.imbalance == pytest.approx(62 / 24, abs=1e-3) and not d.labels.imbalanced
     assert d.duplicates.within_train == 1 and d.duplicates.train_eval == 1
@@ -120,6 +125,8 @@ def test_report_numbers_on_known_data(fast_cfg, known_data):
     assert r.memory.max_length == 16 and r.memory.length_source == "longest batch"
     text = r.text()
     assert "|---- max_length 16" in text and "2 rows, " in text
+    assert "Suggested max_length: 32 (covers 99% of training rows; 0 would be truncated)" in text
+    assert "longest batch 16 -> 28 tokens per row; peak memory " in text
     assert "exact duplicates within train: 1 rows" in text
     assert "1 empty or whitespace-only rows (84)" in text and "special tokens only (85)" in text
     html = r._repr_html_()
@@ -155,6 +162,21 @@ def test_unseen_eval_label_is_reported_not_a_traceback(fast_cfg, tmp_path, capsy
     path.write_text(yaml.safe_dump(dict(fast_cfg, data={"train": train, "eval": dev})))
     assert main(["run", str(path), "--dry-run"]) == 2
     assert "== The run would stop ==" in capsys.readouterr().out
+
+
+def test_rows_without_a_label_stop_the_dry_run_and_are_named(fast_cfg, tmp_path):
+    from nbtrain.preflight import inspect
+
+    rows = make_texts(40, 0)
+    rows[5] = (rows[5][0], "")
+    rows[9] = (rows[9][0], "")
+    r = inspect(dict(fast_cfg, data={"train": _write(tmp_path / "t.csv", rows)}), timing=False)
+    assert r.error and "rows 5, 9" in r.error
+    assert r.data.labels.missing == {"train": [5, 9]}
+    assert r.data.labels.counts["train"] == {"neg": 20, "pos": 18}  # rows 5 and 9 were pos
+    text = r.text()
+    assert "== The run would stop ==" in text
+    assert "train: 2 rows without a label (rows 5, 9)." in text
 
 
 def test_time_estimate_times_real_steps_and_leaves_the_model_alone(fast_cfg, known_data, tiny_bert):
@@ -228,7 +250,12 @@ def test_chat_preview_and_rows_cut_to_nothing_are_dropped_and_named(llama, tmp_p
     trained = "".join(t for t, on in zip(p.tokens, p.trained) if on)
     assert "blue" in trained.replace("Ġ", "") and not any(p.trained[:3])
     assert 0 < p.n_trained < p.n_tokens
-    assert "train: 2 rows have no token left to train on" in r.text()
+    text = r.text()
+    assert "train: 2 rows have no token left to train on" in text
+    # The text form marks the trained tokens [like this] and leaves the masked ones bare.
+    marked = " ".join(f"[{t}]" if on else t for t, on in zip(p.tokens, p.trained))
+    assert "(in [brackets]; the rest is masked, -100)" in text and "  " + marked in text
+    assert f" [{p.tokens[-1]}]" in marked and not marked.startswith("[")
     assert "background:#c8f0c8" in r._repr_html_()  # trained tokens coloured
 
     every = Ref("ds", datasets.Dataset.from_list([_chat(long_user, "blue")] * 4))
@@ -236,6 +263,37 @@ def test_chat_preview_and_rows_cut_to_nothing_are_dropped_and_named(llama, tmp_p
 
     with pytest.raises(DataError, match="all labels are -100"):
         inspect(load_config(dict(cfg, data=dict(cfg["data"], train=every))), timing=False)
+
+
+def test_seq2seq_preview_trains_the_target_tokens_only(tmp_path):
+    import datasets
+    from transformers import AutoTokenizer
+
+    from nbtrain.config import load_config
+    from nbtrain.config.refs import Ref
+    from nbtrain.preflight import inspect
+    from tests.tiny_models import COLOURS, build_tiny_t5
+
+    rows = [{"source": f"colour of {k}", "target": v} for k, v in COLOURS.items()] * 2
+    t5 = build_tiny_t5(tmp_path / "t5", [f"{r['source']} {r['target']}" for r in rows])
+    cfg = {
+        "model": str(t5),
+        "data": {"train": Ref("ds", datasets.Dataset.from_list(rows)), "eval_split": 0},
+        "task": "seq2seq",
+        "runs_dir": str(tmp_path / "runs"),
+        "batch_size": 4,
+    }
+    r = inspect(load_config(cfg), timing=False)
+    p = r.data.preview
+    assert p is not None, "no label-mask preview for seq2seq"
+    first = rows[0]
+    assert p.text == f"{first['source']}\n→ {first['target']}"
+    tok = AutoTokenizer.from_pretrained(str(t5))
+    source = tok.convert_ids_to_tokens(tok(first["source"])["input_ids"])
+    target = tok.convert_ids_to_tokens(tok(text_target=first["target"])["input_ids"])
+    assert list(p.tokens) == [*source, "→", *target]
+    assert list(p.trained) == [False] * (len(source) + 1) + [True] * len(target)
+    assert p.n_trained == len(target) and "What is trained (label mask)" in r.text()
 
 
 # -- class_weights: auto ----------------------------------------------------------------------
