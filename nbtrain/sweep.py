@@ -101,7 +101,8 @@ def run_sweep(
     _open_folder(folder, cfg, restart=restart)
     spec = cfg.sweep
     metric, direction = _metric(cfg)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed if spec.seed is not None else cfg.seed)
+    seed = spec.seed if spec.seed is not None else cfg.seed
+    sampler = optuna.samplers.TPESampler(seed=seed)
     startup = (
         spec.startup_trials if spec.startup_trials is not None else max(1, min(5, spec.trials // 3))
     )
@@ -126,6 +127,12 @@ def run_sweep(
             field="sweep.direction",
         )
     study.set_user_attr("metric", metric)
+    done = len(study.get_trials(deepcopy=False))
+    if done and seed is not None:
+        # A continued sweep: a sampler seeded as the first time would draw its random sequence
+        # from the start again and repeat the first trials' params. Offset the seed by the trials
+        # already drawn (a sweep run in one go keeps its seed, and its trials).
+        study.sampler = optuna.samplers.TPESampler(seed=seed + done)
     _requeue_stale(study)
 
     subscribers = _subscribers(display, on_event)

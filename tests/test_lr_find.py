@@ -134,3 +134,22 @@ def test_learning_rate_find_trains_with_the_suggestion(fast_cfg, runs_dir, monke
     # Re-running the same cell shows the run again: no second search, the same learning rate.
     again = nbtrain.finetune(cfg, display="none")
     assert len(calls) == 1 and again.status == "finished"
+
+
+def test_the_curve_marks_the_suggestion():
+    from nbtrain.display.lr_plot import lr_figure
+    from nbtrain.engine.lr_find import LRCurve
+
+    lrs, losses = synthetic()
+    sm = smooth(losses, beta=0.0)
+    lr = suggest(lrs, sm, "valley")
+    curve = LRCurve(lrs, losses, sm, lr, "valley", lrs[0], lrs[-1], len(lrs), 16)
+    (ax,) = lr_figure(curve).axes
+    assert ax.get_xscale() == "log"
+    vertical = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [lr, lr]]
+    assert len(vertical) == 1  # a line at the suggested learning rate
+    (dot,) = ax.collections  # and a point on the smoothed curve there
+    x, y = dot.get_offsets()[0]
+    assert x == pytest.approx(lr) and y == pytest.approx(sm[lrs.index(lr)])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("suggestion ") and "(valley)" in t for t in labels), labels

@@ -3,7 +3,9 @@ kernel, pruning, the trial panel and the text view. Tiny models only (a trial is
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -199,6 +201,10 @@ def test_stopped_sweep_resumes_with_the_trials_it_had(fast_cfg, runs_dir):
     assert params["learning_rate"] == pytest.approx(
         res.trials.set_index("run").loc["trial-1", "lr"]
     )
+    # A new trial after the resume is a new draw: the sampler does not start its random sequence
+    # over (a seeded sampler recreated as it was would repeat trial-0's params for trial-2).
+    df = res.trials.set_index("run")
+    assert df.loc["trial-2", "lr"] != df.loc["trial-0", "lr"], df
 
 
 @pytest.mark.parametrize("keep", ["best", "models", "all"])
@@ -412,3 +418,84 @@ def test_a_sweep_without_an_end_is_running_while_its_logs_move(tmp_path):
     os.utime(folder / "sweep.jsonl", (old, old))
     assert sweep_status(folder).status == "unfinished"  # cut off: waiting to be continued
     assert [s.name for s in list_sweeps(tmp_path / "runs")] == ["live"]
+
+
+@pytest.mark.parametrize(
+    "lrs",
+    [
+        (2e-5, 5e-5, 1.6e-4, 2.2e-4),  # about a decade: matplotlib labels the minor ticks too
+        (2.24e-3, 2.25e-3, 2.29e-3, 2.31e-3),  # inside one decade: no decade tick at all
+        (2.237e-3, 2.288e-3, 2.26e-3, 2.27e-3),  # closer still: two-digit ticks fall outside
+    ],
+)
+def test_study_plots_draw_importances_and_a_readable_slice_plot(monkeypatch, lrs):
+    # The panel's end: Optuna's importances and slice plot. On a log axis over about a decade,
+    # or inside one, matplotlib's labels ("2 × 10⁻⁵", "3 × 10⁻⁵", ...) run into each other in
+    # the slice plot's narrow panels: the learning rate's labels must not overlap.
+    from optuna.visualization import matplotlib as ovm
+
+    from nbtrain.display.sweep import study_png
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    for lr, bs in zip(lrs, (16, 32, 16, 32)):
+        study.enqueue_trial({"learning_rate": lr, "batch_size": bs})
+    study.optimize(
+        lambda t: (
+            -abs(math.log10(t.suggest_float("learning_rate", 1e-5, 1e-2, log=True) / 1.5e-4))
+            + 0.01 * (t.suggest_categorical("batch_size", [16, 32]) == 32)
+        ),
+        n_trials=4,
+    )
+    drawn = {}
+    for name in ("plot_param_importances", "plot_slice"):
+        real = getattr(ovm, name)
+
+        def spy(study, real=real, name=name):
+            drawn[name] = real(study)
+            return drawn[name]
+
+        monkeypatch.setattr(ovm, name, spy)
+    png, note = study_png(study)
+    assert png[:4] == b"\x89PNG" and note == ""
+    assert set(drawn) == {"plot_param_importances", "plot_slice"}
+    axes = list(drawn["plot_slice"].flat)
+    fig = axes[0].figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # pyplot closed it: draw it again here
+    fig.draw(renderer)
+    (lr_ax,) = [ax for ax in axes if ax.get_xlabel() == "learning_rate"]
+    assert lr_ax.get_xscale() == "log"
+    lo, hi = lr_ax.get_xlim()
+    labels = [
+        t
+        for t in lr_ax.xaxis.get_majorticklabels() + lr_ax.xaxis.get_minorticklabels()
+        if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi
+    ]
+    assert len(labels) >= 2, [t.get_text() for t in labels]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 <= right.x0, [t.get_text() for t in labels]  # side by side, not on top
+
+
+def test_the_metric_per_trial_is_placed_at_the_trial_the_table_shows():
+    # A stopped trial is queued again under a new Optuna number: trial-1 retried is number 2,
+    # trial-2 number 3. The figure's x is the trial-K of the table, not Optuna's number.
+    from nbtrain.display.sweep import SweepState, TrialRow, trials_figure
+
+    s = SweepState(sweep="sw", metric="eval_accuracy", direction="maximize", total=3)
+    for number, run, state, value in (
+        (0, "trial-0", "finished", 0.8),
+        (2, "trial-1", "finished", 0.9),
+        (3, "trial-2", "pruned", 0.6),
+    ):
+        s.trials[number] = TrialRow(number=number, run=run, params={}, state=state, value=value)
+    (ax,) = trials_figure(s).axes
+    points = {
+        c.get_label(): [tuple(xy) for xy in c.get_offsets()]
+        for c in ax.collections
+        if c.get_label() in ("finished", "pruned")
+    }
+    assert points == {"finished": [(0, 0.8), (1, 0.9)], "pruned": [(2, 0.6)]}
+    assert list(ax.get_xticks()) == [0, 1, 2]

@@ -12,6 +12,13 @@ from nbtrain.format import fmt_short
 
 def lr_png(curve: Any, dpi: int = 100) -> bytes:
     """Raw and smoothed loss against the learning rate (log scale), the suggestion marked."""
+    buf = io.BytesIO()
+    lr_figure(curve, dpi).savefig(buf, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def lr_figure(curve: Any, dpi: int = 100) -> Any:
+    """The matplotlib ``Figure`` behind :func:`lr_png`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -40,9 +47,7 @@ def lr_png(curve: Any, dpi: int = 100) -> bytes:
     ax.grid(True, color=GRID, which="both", lw=0.5)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    return buf.getvalue()
+    return fig
 
 
 def _at(xs: list[float], ys: list[float], x: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import sys
 import time
 import warnings
@@ -263,6 +264,23 @@ def text_table(s: SweepState) -> str:
 
 def trials_png(s: SweepState, dpi: int = 100) -> bytes | None:
     """The metric of each trial (pruned ones at their last evaluation) and the best so far."""
+    fig = trials_figure(s, dpi)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def _trial_index(r: TrialRow) -> int:
+    """K of the trial's run ``trial-K``: the name the table shows. Optuna's number differs once a
+    stopped trial was queued again (trial-1 retried is Optuna's trial 2)."""
+    m = re.fullmatch(r"trial-(\d+)", r.run or "")
+    return int(m.group(1)) if m else r.number
+
+
+def trials_figure(s: SweepState, dpi: int = 100) -> Any:
+    """The ``Figure`` behind :func:`trials_png`, or None before any trial has a metric."""
     rows = [r for r in sorted(s.trials.values(), key=lambda r: r.number) if _finite(r.value)]
     if not rows:
         return None
@@ -279,7 +297,7 @@ def trials_png(s: SweepState, dpi: int = 100) -> bytes | None:
         ("pruned", MUTED, "x"),
         ("stopped", COLORS[1], "s"),
     ):
-        pts = [(r.number, r.value) for r in rows if r.state == state]
+        pts = [(_trial_index(r), r.value) for r in rows if r.state == state]
         if pts:
             ax.scatter(*zip(*pts), color=color, marker=marker, label=state, zorder=3)
     done = [r for r in rows if r.state == "finished"]
@@ -288,19 +306,17 @@ def trials_png(s: SweepState, dpi: int = 100) -> bytes | None:
         xs, ys, best = [], [], None
         for r in done:
             best = r.value if best is None else pick(best, r.value)
-            xs.append(r.number)
+            xs.append(_trial_index(r))
             ys.append(best)
         ax.step(xs, ys, where="post", color=BEST, lw=1.2, label="best so far")
     ax.set_xlabel("trial", color=INK)
     ax.set_ylabel(s.metric, color=INK)
     ax.set_title(f"{s.metric} per trial", color=INK, fontsize=10)
     ax.grid(True, color=GRID)
-    ax.set_xticks(sorted({r.number for r in rows}))
+    ax.set_xticks(sorted({_trial_index(r) for r in rows}))
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    return buf.getvalue()
+    return fig
 
 
 def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
@@ -329,7 +345,7 @@ def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
                 if draw is ovm.plot_slice:
                     # Optuna lays out the slice plot and its colour bar itself: keep its size
                     # (tight_layout would slide the colour bar over the last panel).
-                    pass
+                    _decade_labels_only(fig)
                 else:
                     fig.set_size_inches(6, 2.8)
                     fig.tight_layout()
@@ -341,6 +357,42 @@ def study_png(study: Any, dpi: int = 100) -> tuple[bytes | None, str]:
     if not images:
         return None, note
     return _stack(images, dpi), note
+
+
+def _decade_labels_only(fig: Any) -> None:
+    """Readable log axes in the slice plot: over a decade or two (a learning rate searched between
+    1e-5 and 1e-3 and sampled in part of it) matplotlib labels the minor ticks too, and in the
+    plot's narrow panels "2 × 10⁻⁵", "3 × 10⁻⁵"... run into each other; so only the decades are
+    labelled. An axis with fewer than two decades in view (trials close together) gets two plain
+    ticks instead."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    for ax in fig.axes:
+        for axis, scale, (a, b) in (
+            (ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+            (ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+        ):
+            lo, hi = sorted((a, b))
+            if scale != "log" or lo <= 0:
+                continue
+            axis.set_minor_formatter(NullFormatter())
+            if math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) < 1:  # < 2 decade ticks
+                axis.set_minor_locator(NullLocator())
+                axis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+                axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_short(v)))
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Two ticks on a log axis from ``lo`` to ``hi``, a fifth of the way in from each end (room
+    for a label like "0.00016" in a narrow panel), with the fewest significant digits (two or
+    more) that keep them apart and inside the axis."""
+    a, b = math.log10(lo), math.log10(hi)
+    exact = [10 ** (a + (b - a) * f) for f in (0.2, 0.8)]
+    for digits in range(2, 7):
+        ticks = [float(f"{v:.{digits}g}") for v in exact]
+        if len(set(ticks)) == len(ticks) and all(lo <= t <= hi for t in ticks):
+            return ticks
+    return exact
 
 
 def _figure_of(axes: Any) -> Any:
