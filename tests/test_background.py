@@ -102,17 +102,24 @@ def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
     a = nbtrain.finetune({**fast_cfg, "name": "pa", "epochs": 4}, display=rec_a, background=True)
     b = nbtrain.finetune({**fast_cfg, "name": "pb"}, display=rec_b, background=True, parallel=True)
     assert b.queued_behind is None
-    # `parallel: true` in the config asks for the same, and is not part of the run's identity
-    c = nbtrain.finetune(
-        {**fast_cfg, "name": "pc", "parallel": True}, display="none", background=True
-    )
-    assert c.queued_behind is None
     b.wait(300)
-    c.wait(300)
     a.wait(300)
-    assert a.status == b.status == c.status == "finished"
-    again = nbtrain.finetune({**fast_cfg, "name": "pc"}, display="none")
-    assert again.status == "finished"  # reused, not refused as a changed config
+    assert a.status == b.status == "finished"
+
+
+def test_parallel_true_in_the_config_is_the_parallel_flag(fast_cfg, monkeypatch):
+    from nbtrain import api
+    from nbtrain.config import load_config
+    from nbtrain.engine.rundir import identity
+
+    seen = {}
+    monkeypatch.setattr(api, "_start_background", lambda cfg, **kw: seen.update(kw))
+    nbtrain.finetune({**fast_cfg, "parallel": True}, display="none", background=True)
+    assert seen["parallel"] is True
+    nbtrain.finetune(fast_cfg, display="none", background=True)
+    assert seen["parallel"] is False
+    # not part of the run's identity: a re-run with it reuses the run
+    assert identity(load_config({**fast_cfg, "parallel": True})) == identity(load_config(fast_cfg))
 
 
 def test_a_queued_run_shows_why_it_waits(fast_cfg):

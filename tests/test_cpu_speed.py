@@ -104,7 +104,8 @@ def test_busy_machine_trains_with_fewer_threads_and_gives_them_back(fast_cfg, mo
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(runner, "machine_load", lambda: (2, 7.5))
-        _, seen, speed = _run(fast_cfg, "busy")
+        auto = {k: v for k, v in fast_cfg.items() if k != "cpu_threads"}  # the default: auto
+        _, seen, speed = _run(auto, "busy")
         assert seen["threads"] == 1
         assert any("use 7.5 of its 2 cores" in m for m in speed)
         assert torch.get_num_threads() == 2  # the notebook gets its threads back
@@ -278,7 +279,8 @@ def test_time_estimate_times_the_model_and_optimizer_the_run_uses(fast_cfg, monk
     from nbtrain.events import EventBus
 
     extra = {} if defaults else {"attn_implementation": "sdpa", "sparse_embeddings": False}
-    prep = prepare(load_config({**fast_cfg, **extra}), EventBus())
+    auto = {k: v for k, v in fast_cfg.items() if k != "cpu_threads"}  # the default: auto
+    prep = prepare(load_config({**auto, **extra}), EventBus())
     model, _, optimizer, clip = timing._training_copy(prep, device_info(), "fp32")
     assert model.config._attn_implementation == ("eager" if defaults else "sdpa")
     assert model.get_input_embeddings().sparse is defaults

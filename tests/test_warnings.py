@@ -50,7 +50,20 @@ def test_a_run_resume_and_predict_leave_no_warnings_or_bars(fast_cfg, capfd):
     assert "it/s]" not in out.err + out.out, out.err[-2000:]  # no tqdm bar
 
 
-def test_transformers_log_lines_of_a_run_go_to_its_folder_not_the_cell(tmp_path, capfd):
+@pytest.fixture
+def transformers_warnings():
+    """transformers at its default verbosity (WARNING): other tests may have lowered it."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    yield
+    hf_logging.set_verbosity(old)
+
+
+def test_transformers_log_lines_of_a_run_go_to_its_folder_not_the_cell(
+    tmp_path, capfd, transformers_warnings
+):
     # A causal-LM run with load-best: transformers logs three warnings from inside train()
     # (pad token aligned, mtime, "missing keys ['lm_head.weight']" for tied weights). They
     # showed as stderr under every such cell; they belong in the run folder.
@@ -78,7 +91,7 @@ def test_transformers_log_lines_of_a_run_go_to_its_folder_not_the_cell(tmp_path,
     assert "missing keys" in log and "transformers.trainer" in log
 
 
-def test_library_log_keeps_other_threads_and_errors(tmp_path):
+def test_library_log_keeps_other_threads_and_errors(tmp_path, transformers_warnings):
     import logging
     import threading
 
