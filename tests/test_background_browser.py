@@ -16,9 +16,9 @@ import time
 import pytest
 
 try:
-    from tests.test_browser_e2e import Shots, _notebook, _run_cell, lab, page
+    from tests.test_browser_e2e import Shots, _open_notebook, _run_cell, lab, page
 except ImportError:  # tests/ is not a package
-    from test_browser_e2e import Shots, _notebook, _run_cell, lab, page  # noqa: F401
+    from test_browser_e2e import Shots, _open_notebook, _run_cell, lab, page  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -67,11 +67,8 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     ]
     shutil.rmtree(root / "runs", ignore_errors=True)
     nb = f"bg-{tmp_path.name}.ipynb"
-    (root / nb).write_text(json.dumps(_notebook(cells)))
+    _open_notebook(page, lab, nb, cells)
     shot = Shots(page, tmp_path / "shots")
-    page.goto(f"{lab['url']}/lab/tree/{nb}?token={lab['token']}&reset")
-    page.wait_for_selector(".jp-Notebook .jp-Cell")
-    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
 
     _run_cell(page, 0, lab)
     started = time.time()

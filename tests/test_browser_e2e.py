@@ -220,6 +220,14 @@ def _diagnose(page, index: int, lab: dict) -> str:
     )
 
 
+def _open_notebook(page, lab: dict, name: str, cells: list[str]) -> None:
+    """Write a notebook of ``cells`` into the lab's folder, open it and wait for its kernel."""
+    (lab["root"] / name).write_text(json.dumps(_notebook(cells)))
+    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
+
+
 def _run_cell(page, index: int, lab: dict, timeout: float = 300.0) -> None:
     """Run one cell and wait until its prompt shows an execution count."""
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
@@ -264,11 +272,8 @@ def test_form_train_stop_and_browse_in_jupyterlab(lab, page, tmp_path):
     ]
     shutil.rmtree(root / "runs", ignore_errors=True)  # a rerun starts without the first's runs
     nb = f"e2e-{tmp_path.name}.ipynb"  # per attempt: a rerun gets its own kernel
-    (root / nb).write_text(json.dumps(_notebook(cells)))
+    _open_notebook(page, lab, nb, cells)
     shot = Shots(page, tmp_path / "shots")
-    page.goto(f"{lab['url']}/lab/tree/{nb}?token={lab['token']}&reset")
-    page.wait_for_selector(".jp-Notebook .jp-Cell")
-    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
 
     # -- the form ------------------------------------------------------------------------------
     _run_cell(page, 0, lab)
@@ -433,11 +438,8 @@ def test_browser_resumes_a_run_trained_on_a_notebook_dataframe(lab, page, tmp_pa
         "train_df = pd.read_csv('train.csv')",
     ]
     nb = f"e2e-df-{tmp_path.name}.ipynb"
-    (root / nb).write_text(json.dumps(_notebook(cells)))
+    _open_notebook(page, lab, nb, cells)
     shot = Shots(page, tmp_path / "shots")
-    page.goto(f"{lab['url']}/lab/tree/{nb}?token={lab['token']}&reset")
-    page.wait_for_selector(".jp-Notebook .jp-Cell")
-    page.get_by_text("nbtrain e2e | Idle").wait_for(timeout=120_000)
     for i in range(3):
         _run_cell(page, i, lab)
     run_dir = root / "runs" / "df-run"
