@@ -93,7 +93,7 @@ def test_background_run_reload_attach_and_stop(lab, page, tmp_path):
     shot("background-running", page.locator(".jp-Notebook"))
 
     # Reload in the middle of the run: the old output no longer updates.
-    page.keyboard.press("Control+s")
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
     time.sleep(1.0)
     page.reload()
     page.wait_for_selector(".jp-Notebook .jp-Cell")

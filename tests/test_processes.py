@@ -380,3 +380,59 @@ def test_processes_agree_on_the_step_to_stop_at(tmp_path: Path) -> None:
     )
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert seen[0] == seen[1] == [None, "interrupted", "interrupted"]
+
+
+def _late_request_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from nbtrain.engine.callbacks import EventCallback
+    from nbtrain.engine.stop import StopController
+    from nbtrain.events import EventBus
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        stop = StopController()
+        cb = EventCallback(EventBus([]), task=None, stop=stop)
+        real_all_reduce, step_now = dist.all_reduce, [0]
+
+        def all_reduce_then_request(*args, **kwargs):
+            out = real_all_reduce(*args, **kwargs)
+            if rank == 1 and step_now[0] == 1:
+                stop.request("stopped")  # the stop-file watcher fires just after the agreement
+            return out
+
+        dist.all_reduce = all_reduce_then_request
+        decided = []
+        for step in range(3):
+            step_now[0] = step
+            control = SimpleNamespace(
+                should_save=False,
+                should_evaluate=False,
+                should_log=False,
+                should_training_stop=False,
+            )
+            state = SimpleNamespace(global_step=step + 1, epoch=0.0, max_steps=10)
+            cb.on_step_end(SimpleNamespace(world_size=2, device="cpu"), state, control)
+            decided.append(control.should_training_stop)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps([decided, cb.stopping]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_request_after_the_agreement_waits_for_the_next_step(tmp_path: Path) -> None:
+    """A stop request that lands on one process between the all-reduce and its own check must
+    not end that process's loop alone (the others would hang or mismatch in the next
+    all-reduce, as in the CI failure "Received data size doesn't match expected size")."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _late_request_worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        start_method="fork",
+    )
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0] == seen[1] == [[False, False, True], True]

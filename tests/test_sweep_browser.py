@@ -18,9 +18,9 @@ import time
 import pytest
 
 try:
-    from tests.test_browser_e2e import Shots, _open_notebook, _run_cell, lab, page
+    from tests.test_browser_e2e import Shots, _open_notebook, _run_cell, _start_cell, lab, page
 except ImportError:  # tests/ is not a package
-    from test_browser_e2e import Shots, _open_notebook, _run_cell, lab, page  # noqa: F401
+    from test_browser_e2e import Shots, _open_notebook, _run_cell, _start_cell, lab, page  # noqa: F401
 
 pytest.importorskip("optuna", reason="optuna (the hpo extra) is not installed")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -55,8 +55,7 @@ def test_sweep_panel_interrupt_and_resume_in_jupyterlab(lab, page, tmp_path):
     cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
     # The outputs with an nbtrain view (the magic also prints "swp = SweepResult(...)").
     panels = cell.locator(".jp-OutputArea-output").filter(has=page.locator(".nbtrain-view"))
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
+    _start_cell(page, 1, lab)
     panel = cell.locator(".nbtrain-view", has_text="sweep swp")
     panel.first.wait_for(timeout=180_000)
     # The second trial trains: the table has the first trial's row, the live view is nested.
@@ -74,9 +73,7 @@ def test_sweep_panel_interrupt_and_resume_in_jupyterlab(lab, page, tmp_path):
     shot("sweep-running-lab")  # the whole JupyterLab window
 
     # The kernel's interrupt (the toolbar's stop button): the trial is saved, the sweep stops.
-    page.keyboard.press("Escape")
-    page.keyboard.press("i")
-    page.keyboard.press("i")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
     page.wait_for_function(
         "el => /\\[\\d+\\]/.test(el.innerText)",
         arg=cell.locator(".jp-InputPrompt").element_handle(),

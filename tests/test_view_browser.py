@@ -102,6 +102,13 @@ def test_card_and_live_view_in_jupyterlab(
     finally:
         os.environ.pop("JUPYTER_PATH", None)
     nbformat.write(nb, tmp_path / "view.ipynb")
+    html_views = [
+        out
+        for cell in nb.cells
+        for out in cell.outputs
+        if "nbtrain-view" in str(out.get("data", {}).get("text/html", ""))
+    ]
+    assert len(html_views) == 2, [c.outputs for c in nb.cells]  # the card and the live frame
     # Signed as trusted, as a notebook the user ran is: JupyterLab sanitizes the inline SVG of an
     # untrusted one (the card's curves are an <img>, which survives either way).
     subprocess.run(
@@ -153,7 +160,16 @@ def test_card_and_live_view_in_jupyterlab(
                 ".filter(i => i.complete && i.naturalWidth > 0).length >= 1",  # the card's PNG
                 timeout=60_000,
             )
-            assert views.count() == 2  # one card, one live frame: the view never piles up
+            # JupyterLab renders a notebook's cells in idle-time batches: under load the card's
+            # image can be loaded before the second cell exists. Wait for both, then check
+            # that nothing more came (one card, one live frame: the view never piles up).
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jp-OutputArea-output .nbtrain-view')"
+                ".length >= 2",
+                timeout=120_000,
+            )
+            page.wait_for_timeout(500)
+            assert views.count() == 2
             card, live = views.nth(0), views.nth(1)
             assert "finished" in card.inner_text() and "Per class" in card.inner_text()
             assert "training" in live.inner_text() and "ETA" in live.inner_text()

@@ -32,6 +32,7 @@ class EventCallback(TrainerCallback):
         self.train_samples_per_second: float | None = None
         self.rng = RngSnapshot()  # restored before an interrupt's checkpoint is written
         self.guards: Any = None  # safety.Guards, set once the Trainer exists
+        self.stopping = False  # this process leaves the loop for a stop request (agreed by all)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.train_start = time.time()
@@ -43,28 +44,37 @@ class EventCallback(TrainerCallback):
                 step=state.global_step, epoch=float(state.epoch or 0), total_steps=state.max_steps
             )
         )
+        # Read the request once: a watcher thread may set it at any moment, and with several
+        # processes only the agreed value may decide, else one rank leaves the loop while the
+        # others wait in the next step's all-reduce (gloo: "collective mismatch").
         if getattr(args, "world_size", 1) > 1:
-            self._agree_on_stop(args.device)
+            stopping = self._agree_on_stop(args.device)
+        else:
+            stopping = self.stop.requested
         if self.guards is not None:
-            self.guards.on_step_end(control, force=self.stop.requested)
-        if self.stop.requested and (self.guards is None or self.guards.nan_step is None):
+            self.guards.on_step_end(control, force=stopping)
+        if stopping and (self.guards is None or self.guards.nan_step is None):
+            self.stopping = True
             control.should_save = True
             control.should_training_stop = True
 
-    def _agree_on_stop(self, device: Any) -> None:
-        """Every process stops at the same step: a request seen by one (its Ctrl-C, the stop
-        file) is shared with all, else the others would wait forever in the next all-reduce."""
+    def _agree_on_stop(self, device: Any) -> bool:
+        """Whether every process stops at this step: a request seen by one (its Ctrl-C, the stop
+        file) is shared with all. A request that arrives after the all-reduce waits for the next
+        step's, so all processes return the same answer."""
         import torch
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
-            return
-        mine = _STOP_CODES.get(self.stop.reason or "", 1) if self.stop.requested else 0
+            return self.stop.requested
+        requested, reason = self.stop.requested, self.stop.reason
+        mine = _STOP_CODES.get(reason or "", 1) if requested else 0
         code = torch.tensor([mine], device=device)
         dist.all_reduce(code, op=dist.ReduceOp.MAX)
         agreed = int(code.item())
         if agreed and not self.stop.requested:
             self.stop.request(next(r for r, c in _STOP_CODES.items() if c == agreed))
+        return bool(agreed)
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any

@@ -477,7 +477,14 @@ class _Session:
         """What the training call left: stopped, failed (NaN, OOM, disk) or finished."""
         trainer, run_dir, step = self.trainer, self.run_dir, self.trainer.state.global_step
         nan_steps = [s for s in (self.guards.nan_step, self.event_cb.nan_step) if s is not None]
-        if failure is None and not nan_steps and (interrupted or self.stop.requested):
+        # With several processes only the step-end agreement counts: a request that reached
+        # one rank after the last step must not send it to a checkpoint while the others
+        # evaluate (their collectives would not match).
+        if getattr(trainer.args, "world_size", 1) > 1:
+            stopped = self.event_cb.stopping
+        else:
+            stopped = self.stop.requested
+        if failure is None and not nan_steps and (interrupted or stopped):
             failure = self._save_on_stop(step)
             if failure is None:
                 status = "stopped" if self.stop.reason == "stopped" else "interrupted"
