@@ -146,8 +146,9 @@ def fast_cfg(tiny_bert: Path, sentiment_csv: dict[str, Path], runs_dir: Path) ->
         "runs_dir": str(runs_dir),
         "name": "tiny",
         "save_total_limit": None,
-        # Fixed, not from the load: tests compare runs bit for bit (resume, background vs
-        # foreground), and a thread count picked from a busy machine changes float sums.
+        # Fixed, not from the load: tests compare separate runs bit for bit (background vs
+        # foreground), and a thread count picked from a busy machine changes float sums. (A
+        # resume reuses its run's count by itself: test_cpu_speed.py.)
         "cpu_threads": min(2, os.cpu_count() or 1),
     }
 

@@ -5,9 +5,11 @@ off, and says what it chose in a notice."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 import nbtrain
 from nbtrain.engine.cpu_speed import choose_threads, machine_load
@@ -111,6 +113,53 @@ def test_busy_machine_trains_with_fewer_threads_and_gives_them_back(fast_cfg, mo
         assert torch.get_num_threads() == 2  # the notebook gets its threads back
         _, seen, speed = _run(fast_cfg, "told", cpu_threads=2)
         assert seen["threads"] == 2 and not any("other processes use" in m for m in speed)
+    finally:
+        torch.set_num_threads(before)
+
+
+class _InterruptAt(TrainerCallback):
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.k:
+            raise KeyboardInterrupt
+
+
+def test_a_resume_trains_with_the_threads_its_run_started_with(fast_cfg, monkeypatch):
+    """The automatic thread count follows the load, but a resume on a now-busy machine keeps
+    the count its run started with: float sums depend on it, and a resumed run must equal an
+    uninterrupted one bit for bit (seen in CI: 4 comparisons failed under load)."""
+    from nbtrain.engine import runner
+    from nbtrain.runs import run_env
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    load = {"now": 0.0}
+    monkeypatch.setattr(runner, "machine_load", lambda: (2, load["now"]))
+    auto = {k: v for k, v in fast_cfg.items() if k != "cpu_threads"}  # the default: auto
+    try:
+        straight, seen, _ = _run(auto, "straight")
+        assert seen["threads"] == 2
+        with pytest.raises(nbtrain.RunInterrupted):
+            _run(auto, "cut", callbacks=[_InterruptAt(2)])
+        assert run_env(Path(fast_cfg["runs_dir"]) / "cut")["cpu_threads"] == 2
+        load["now"] = 1.6  # the machine got busy: a new run would take 1 thread
+        resumed, seen, speed = _run(auto, "cut")
+        assert seen["threads"] == 2  # not the 1 a new run would take at this load
+        a, b = straight.model.state_dict(), resumed.model.state_dict()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == []
+        _, seen, _ = _run(auto, "fresh-busy")  # a new run at this load
+        assert seen["threads"] == 1
+        # told from the notebook to use 1 thread, a resume still takes the run's 2, and says so
+        load["now"] = 0.0
+        with pytest.raises(nbtrain.RunInterrupted):
+            _run(auto, "cut2", callbacks=[_InterruptAt(2)])
+        torch.set_num_threads(1)
+        _, seen, speed = _run(auto, "cut2")
+        assert seen["threads"] == 2
+        assert any("Resuming with the 2 torch threads this run trained with" in m for m in speed)
+        assert torch.get_num_threads() == 1  # given back
     finally:
         torch.set_num_threads(before)
 

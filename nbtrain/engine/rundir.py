@@ -156,6 +156,7 @@ def write_env(
     precision: str,
     args: Any,
     data: dict[str, Any] | None = None,
+    cpu_threads: int | None = None,
 ) -> None:
     from importlib import metadata
 
@@ -180,6 +181,9 @@ def write_env(
         "training_args": _safe_args(args),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if cpu_threads is not None:
+        # The torch threads it trained with: a resume reuses them (float sums depend on them).
+        env["cpu_threads"] = cpu_threads
     if data is not None:
         env["data"] = data  # lengths, truncation, labels, duplicates: what it trained on
     (run_dir / "env.json").write_text(json.dumps(env, indent=1, default=str))

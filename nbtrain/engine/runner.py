@@ -10,7 +10,7 @@ import gc
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ from nbtrain.runs import (
     is_complete,
     newest_complete,
     prune_after_nan,
+    run_env,
     run_status,
     write_marker,
 )
@@ -152,6 +153,8 @@ def run(
     bus = EventBus([pending, *subscribers])
     session = _Session(cfg, run_dir, name, bus, stop or StopController())
     session.notices = list(notices)
+    if start.checkpoint and cfg.cpu_threads is None:
+        session.resume_threads = run_env(Path(start.checkpoint).parent).get("cpu_threads")
     try:
         session.prepare()
         session.build()
@@ -187,6 +190,7 @@ def run(
                 session.precision,
                 session.args,
                 data=summary_for_env(session.prep),
+                cpu_threads=session.threads_used,
             )
             log = EventLog(run_dir / "events.jsonl")
             pending.flush_into(log)
@@ -247,19 +251,34 @@ class _Session:
         self.trainer: Any = None
         self.model: Any = None
         self.threads_before: int | None = None  # torch threads to give back at the end
+        self.threads_used: int | None = None  # on the CPU: the torch threads it trains with
+        self.resume_threads: int | None = None  # what the run it resumes trained with
         self.sparse_embeddings = False
 
     def _pick_threads(self) -> None:
         """``cpu_threads``: fewer torch threads on a busy machine (given back in release)."""
         import torch
 
-        cores, load = machine_load()
-        choice = choose_threads(
-            self.cfg.cpu_threads, current=torch.get_num_threads(), cores=cores, load=load
-        )
+        current = torch.get_num_threads()
+        if self.resume_threads is not None:
+            # A resume trains with the thread count the run started with, whatever the load
+            # now: float sums depend on it, and a resumed run equals an uninterrupted one.
+            choice = choose_threads(self.resume_threads, current=current, cores=None, load=None)
+            if choice.message:
+                choice = replace(
+                    choice,
+                    message=f"Resuming with the {choice.threads} torch thread"
+                    f"{'s' if choice.threads != 1 else ''} this run trained with (was "
+                    f"{current}), so it matches an uninterrupted run bit for bit. Set "
+                    "cpu_threads to choose.",
+                )
+        else:
+            cores, load = machine_load()
+            choice = choose_threads(self.cfg.cpu_threads, current=current, cores=cores, load=load)
         if choice.threads != choice.before:
             self.threads_before = choice.before
             torch.set_num_threads(choice.threads)
+        self.threads_used = choice.threads
         if choice.message:
             self.bus.emit(Notice(kind=SPEED_NOTICE, message=choice.message))
 
