@@ -167,6 +167,18 @@ def test_one_handle_updated_in_place() -> None:
     assert "stopped at step 49" in rec.last and "No checkpoint was written" in rec.last
 
 
+def test_a_run_refused_before_training_says_so_in_its_text_form_too() -> None:
+    """The text/plain beside the HTML (what a terminal, a log or a diff of the notebook shows)
+    said "nbtrain: preparing" for ever after a data error."""
+    rec = Recorder()
+    view = renderer(rec)
+    view(ErrorEvent(kind="data", message="the train data has no column 'text'", advice=""))
+    view(RunEnded(status="failed"))
+    text = repr((rec.updates or rec.displays)[-1])
+    assert "preparing" not in text
+    assert "failed before training: the train data has no column 'text'" in text
+
+
 # -- throttling ----------------------------------------------------------------------------------
 
 

@@ -159,6 +159,9 @@ class HtmlRenderer:
 
     def text(self) -> str:
         s = self.state
+        if not s.started and s.status == "failed":  # refused before training: say so and why
+            why = f": {s.error.message}" if s.error is not None else ""
+            return f"nbtrain{' run ' + s.run if s.run else ''}: failed before training{why}"
         if not s.started:
             return f"nbtrain: {self.status_note or 'preparing'} {s.run or ''}".rstrip()
         eta = "" if s.ended else f" ETA {fmt_time(s.eta)}"
