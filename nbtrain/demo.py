@@ -36,7 +36,8 @@ def execute_notebook(
     """
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
 
     dst = Path(dst).resolve()
@@ -55,7 +56,10 @@ def execute_notebook(
             "language": "python",
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        km = KernelManager(
+        # The async manager, as nbclient makes for itself: with a blocking one its wait for a
+        # cell's output messages blocks the event loop, so a lost message hangs for ever
+        # instead of ending in a timeout.
+        km = AsyncKernelManager(
             kernel_name="nbtrain-demo", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kdir])
         )
         client = NotebookClient(
@@ -65,6 +69,8 @@ def execute_notebook(
             client.execute(env=env, cwd=str(dst.parent))
         finally:
             nbformat.write(nb, str(dst))
+            if km.has_kernel:  # nbclient shuts down only the kernels it starts itself
+                run_sync(km.shutdown_kernel)(now=True)
     return dst
 
 

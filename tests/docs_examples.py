@@ -161,7 +161,8 @@ def execute(nb: Any, cwd: Path, *, timeout: int = 900) -> Any:
     and the kernel gets this checkout first on its path.
     """
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
 
     with tempfile.TemporaryDirectory(prefix="nbtrain-docs-kernel-") as kdir:
@@ -173,7 +174,10 @@ def execute(nb: Any, cwd: Path, *, timeout: int = 900) -> Any:
             "language": "python",
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
-        km = KernelManager(
+        # Async, as nbclient makes for itself: with a blocking manager nbclient's wait for a
+        # cell's output messages blocks its event loop, so one lost IOPub message (a status
+        # "idle") hung the suite for good instead of failing at the timeout (seen in CI).
+        km = AsyncKernelManager(
             kernel_name="nbtrain-docs", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kdir])
         )
         env = dict(os.environ)
@@ -192,7 +196,7 @@ def execute(nb: Any, cwd: Path, *, timeout: int = 900) -> Any:
             # nbclient shuts down only the kernels it starts itself; this one is ours. Left
             # running, each page's kernel (and any run still training in it) stays behind.
             if km.has_kernel:
-                km.shutdown_kernel(now=True)
+                run_sync(km.shutdown_kernel)(now=True)
     return nb
 
 

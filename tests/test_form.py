@@ -52,6 +52,29 @@ def test_every_schema_field_is_a_form_input_in_its_section():
     assert training.children[-1].get_title(0).startswith("Advanced")
 
 
+def test_a_form_sends_few_widget_messages(monkeypatch):
+    """Every widget model is a message to the browser, and so is each later change. A form
+    sent ~1,460 at once (its own layout and style per widget, classes added one by one),
+    more than the kernel's IOPub queue holds (1,000) when the frontend reads slowly: dropped
+    ones left the form half-rendered, or a notebook client waiting for the end of the cell."""
+    import comm
+
+    sent: list[str] = []
+
+    class Counting(comm.DummyComm):
+        def publish_msg(self, msg_type, *args, **kwargs):
+            sent.append(msg_type)
+
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **kw: Counting(*a, **kw))
+    f = FinetuneForm()
+    fields = len(f.inputs)
+    assert fields > 60
+    assert sent.count("comm_open") <= 5 * fields + 40, len(sent)
+    assert len(sent) <= 6 * fields + 60, (len(sent), fields)
+    assert len({id(w.layout) for w in f.inputs.values()}) == 1  # one shared Layout
+    assert f.inputs["model"]._dom_classes == ("nbt-input", "nbt-field-model")
+
+
 def test_widget_values_make_the_config():
     f = _filled(learning_rate="2e-5", num_train_epochs="1", data__text="0", data__label="1")
     f.inputs["lora"].value = True

@@ -92,6 +92,9 @@ class FinetuneForm:
 
     def __init__(self, config: Any = None, *, namespace: dict[str, Any] | None = None) -> None:
         import ipywidgets as W
+        from ipywidgets.widgets.widget_bool import CheckboxStyle
+        from ipywidgets.widgets.widget_description import DescriptionStyle
+        from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
 
         from nbtrain.config import Config
 
@@ -106,6 +109,21 @@ class FinetuneForm:
         self._quiet = False
         self._training = False
 
+        # One Layout and one style per kind of widget, shared by every row: each widget model
+        # is a message to the browser, and a form of ~90 fields with its own layouts and
+        # styles sent ~1,500 of them at once, more than the kernel's IOPub queue (1,000
+        # messages) holds when the frontend reads slowly; the ones dropped left the form
+        # half-rendered or a notebook client waiting for a status that never came.
+        self._shared = {
+            "label": W.Layout(width=_LABEL_WIDTH),
+            "input": W.Layout(width=_INPUT_WIDTH),
+            "message": W.Layout(width="auto"),
+            "row": W.Layout(),
+            "html": HTMLStyle(),
+            "text": TextStyle(),
+            "checkbox": CheckboxStyle(),
+            "dropdown": DescriptionStyle(),
+        }
         rows_by_section = {}
         for section, specs in S.sections(self.specs).items():
             common = [self._row(s) for s in specs if s.common]
@@ -158,36 +176,54 @@ class FinetuneForm:
 
     # -- building ----------------------------------------------------------------------------
     def _row(self, spec: S.FieldSpec) -> Any:
-        W = self._W
-        kind = spec.widget
-        common = dict(layout=W.Layout(width=_INPUT_WIDTH))
+        W, shared = self._W, self._shared
+        kind, field = spec.widget, spec.key.replace(".", "-")
+        # Classes and tooltip at construction: each add_class afterwards is one more message.
+        common = dict(
+            layout=shared["input"],
+            tooltip=spec.help,
+            _dom_classes=("nbt-input", f"nbt-field-{field}"),
+        )
         if kind == "checkbox":
-            w = W.Checkbox(value=False, indent=False, **common)
+            w = W.Checkbox(value=False, indent=False, style=shared["checkbox"], **common)
         elif kind == "tristate":
-            w = W.Dropdown(options=[("auto", S.AUTO), ("yes", True), ("no", False)], **common)
+            w = W.Dropdown(
+                options=[("auto", S.AUTO), ("yes", True), ("no", False)],
+                style=shared["dropdown"],
+                **common,
+            )
         elif kind == "dropdown":
             opts = [(c, c) for c in spec.choices or ()]
             if spec.nullable:
                 opts.insert(0, ("auto", S.AUTO))
-            w = W.Dropdown(options=opts, **common)
+            w = W.Dropdown(options=opts, style=shared["dropdown"], **common)
         elif kind == "yaml":
-            w = W.Textarea(placeholder="adam_beta1: 0.9\ndataloader_num_workers: 2", **common)
+            w = W.Textarea(
+                placeholder="adam_beta1: 0.9\ndataloader_num_workers: 2",
+                style=shared["text"],
+                **common,
+            )
         else:
-            w = W.Text(placeholder=_placeholder(spec), continuous_update=True, **common)
-        w.tooltip = spec.help
-        w.add_class("nbt-input")
-        w.add_class("nbt-field-" + spec.key.replace(".", "-"))
+            w = W.Text(
+                placeholder=_placeholder(spec),
+                continuous_update=True,
+                style=shared["text"],
+                **common,
+            )
         w.observe(self._on_change, names="value")
         label = W.HTML(
             f"<span title='{html.escape(spec.help, quote=True)}'>{html.escape(spec.key)}</span>",
-            layout=W.Layout(width=_LABEL_WIDTH),
+            layout=shared["label"],
+            style=shared["html"],
         )
-        msg = W.HTML(layout=W.Layout(width="auto"))
-        msg.add_class("nbt-error")
-        msg.add_class("nbt-error-" + spec.key.replace(".", "-"))
+        msg = W.HTML(
+            layout=shared["message"],
+            style=shared["html"],
+            _dom_classes=("nbt-error", f"nbt-error-{field}"),
+        )
         self.inputs[spec.key] = w
         self.messages[spec.key] = msg
-        return W.HBox([label, w, msg])
+        return W.HBox([label, w, msg], layout=shared["row"])
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.panel._repr_mimebundle_(**kwargs)
