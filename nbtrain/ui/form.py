@@ -115,9 +115,10 @@ class FinetuneForm:
         # messages) holds when the frontend reads slowly; the ones dropped left the form
         # half-rendered or a notebook client waiting for a status that never came.
         self._shared = {
-            "label": W.Layout(width=_LABEL_WIDTH),
-            "input": W.Layout(width=_INPUT_WIDTH),
-            "message": W.Layout(width="auto"),
+            # label and input keep their width; a long message wraps instead of squeezing them
+            "label": W.Layout(width=_LABEL_WIDTH, flex="0 0 auto"),
+            "input": W.Layout(width=_INPUT_WIDTH, flex="0 0 auto"),
+            "message": W.Layout(width="auto", flex="1 1 auto"),
             "row": W.Layout(),
             "html": HTMLStyle(),
             "text": TextStyle(),
