@@ -232,9 +232,18 @@ class RunHandle:
             _OUTPUT.uninstall_if_idle()
 
     def _wait_for_slot(self) -> None:
-        while not _TRAIN_SLOT.acquire(timeout=0.25):
+        """Take the training slot once this run is first in the queue: runs start in the order
+        they were queued, even when an earlier run's worker thread gets going late."""
+        while True:
             if self._stop.requested:
                 return
+            with _QUEUE_LOCK:
+                first = not _QUEUE or _QUEUE[0] is self
+            if first:
+                if _TRAIN_SLOT.acquire(timeout=0.25):
+                    break
+            else:
+                time.sleep(0.05)
         self._holds_slot = True
         with _QUEUE_LOCK:
             if self in _QUEUE:

@@ -107,6 +107,49 @@ def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
     assert a.status == b.status == "finished"
 
 
+def test_runs_start_in_the_order_they_were_queued(fast_cfg, monkeypatch):
+    """The first run's worker thread may get going after the second's (a busy machine): the
+    second must still wait for the first, as its "queued behind first" says (seen in CI)."""
+    from nbtrain.background import RunHandle
+
+    original = RunHandle._wait_for_slot
+
+    def late_first(self):
+        if self.name == "late-first":
+            time.sleep(1.5)  # this worker is scheduled late
+        return original(self)
+
+    monkeypatch.setattr(RunHandle, "_wait_for_slot", late_first)
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+
+    def clock(name):
+        def on_event(ev):
+            if ev.type == "start":
+                starts[name] = time.monotonic()
+            elif ev.type == "end":
+                ends[name] = time.monotonic()
+
+        return on_event
+
+    first = nbtrain.finetune(
+        {**fast_cfg, "name": "late-first", "epochs": 1},
+        display="none",
+        on_event=clock("first"),
+        background=True,
+    )
+    second = nbtrain.finetune(
+        {**fast_cfg, "name": "on-time-second", "epochs": 1},
+        display="none",
+        on_event=clock("second"),
+        background=True,
+    )
+    assert second.queued_behind == "late-first"
+    second.wait(300)
+    first.wait(300)
+    assert starts["first"] < ends["first"] < starts["second"]
+
+
 def test_parallel_true_in_the_config_is_the_parallel_flag(fast_cfg, monkeypatch):
     from nbtrain import api
     from nbtrain.config import load_config
