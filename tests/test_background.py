@@ -73,9 +73,8 @@ def test_a_background_run_returns_at_once_and_equals_the_foreground_run(fast_cfg
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
+def _clock(starts: dict[str, float], ends: dict[str, float]):
+    """``clock(name)``: an event subscriber stamping the run's start and end times."""
 
     def clock(name):
         def on_event(ev):
@@ -85,6 +84,14 @@ def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
                 ends[name] = time.monotonic()
 
         return on_event
+
+    return clock
+
+
+def test_runs_queue_one_at_a_time_unless_parallel(fast_cfg):
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    clock = _clock(starts, ends)
 
     first = nbtrain.finetune(
         {**fast_cfg, "name": "first"}, display="none", on_event=clock("first"), background=True
@@ -122,15 +129,7 @@ def test_runs_start_in_the_order_they_were_queued(fast_cfg, monkeypatch):
     monkeypatch.setattr(RunHandle, "_wait_for_slot", late_first)
     starts: dict[str, float] = {}
     ends: dict[str, float] = {}
-
-    def clock(name):
-        def on_event(ev):
-            if ev.type == "start":
-                starts[name] = time.monotonic()
-            elif ev.type == "end":
-                ends[name] = time.monotonic()
-
-        return on_event
+    clock = _clock(starts, ends)
 
     first = nbtrain.finetune(
         {**fast_cfg, "name": "late-first", "epochs": 1},

@@ -15,6 +15,7 @@ import nbtrain
 from nbtrain.engine.cpu_speed import choose_threads, machine_load
 from nbtrain.engine.row_adamw import RowAdamW, clip_grad_norm
 from nbtrain.errors import ConfigError
+from tests.test_resume import InterruptAt
 
 # -- threads --------------------------------------------------------------------------------
 
@@ -70,7 +71,6 @@ class _Probe:
     """Records, at the first optimizer step, what the run trains with."""
 
     def __init__(self):
-        from transformers import TrainerCallback
 
         probe = self
 
@@ -117,15 +117,6 @@ def test_busy_machine_trains_with_fewer_threads_and_gives_them_back(fast_cfg, mo
         torch.set_num_threads(before)
 
 
-class _InterruptAt(TrainerCallback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step == self.k:
-            raise KeyboardInterrupt
-
-
 def test_a_resume_trains_with_the_threads_its_run_started_with(fast_cfg, monkeypatch):
     """The automatic thread count follows the load, but a resume on a now-busy machine keeps
     the count its run started with: float sums depend on it, and a resumed run must equal an
@@ -142,7 +133,7 @@ def test_a_resume_trains_with_the_threads_its_run_started_with(fast_cfg, monkeyp
         straight, seen, _ = _run(auto, "straight")
         assert seen["threads"] == 2
         with pytest.raises(nbtrain.RunInterrupted):
-            _run(auto, "cut", callbacks=[_InterruptAt(2)])
+            _run(auto, "cut", callbacks=[InterruptAt(2)])
         assert run_env(Path(fast_cfg["runs_dir"]) / "cut")["cpu_threads"] == 2
         load["now"] = 1.6  # the machine got busy: a new run would take 1 thread
         resumed, seen, speed = _run(auto, "cut")
@@ -154,7 +145,7 @@ def test_a_resume_trains_with_the_threads_its_run_started_with(fast_cfg, monkeyp
         # told from the notebook to use 1 thread, a resume still takes the run's 2, and says so
         load["now"] = 0.0
         with pytest.raises(nbtrain.RunInterrupted):
-            _run(auto, "cut2", callbacks=[_InterruptAt(2)])
+            _run(auto, "cut2", callbacks=[InterruptAt(2)])
         torch.set_num_threads(1)
         _, seen, speed = _run(auto, "cut2")
         assert seen["threads"] == 2
