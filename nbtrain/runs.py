@@ -377,12 +377,12 @@ def load_final_model(path: str | os.PathLike, task_name: str) -> Any:
     cls_name = tasks[task_name].auto_model_class if task_name in tasks else "AutoModel"
     path = Path(path)
     if (path / "adapter_config.json").is_file():
+        from nbtrain.engine.library_log import quiet_transformers
         from nbtrain.engine.lora import load_adapter_model
-        from nbtrain.engine.model import quiet_transformers
 
         with quiet_transformers():
             return load_adapter_model(path, cls_name)
-    from nbtrain.engine.model import quiet_transformers
+    from nbtrain.engine.library_log import quiet_transformers
 
     cls = getattr(transformers, cls_name)
     with quiet_transformers():  # no "Loading weights" bar in the user's cell

@@ -78,7 +78,7 @@ def make_wordpiece_tokenizer(vocab: list[str], model_max_length: int = 64):
     )
 
 
-def build_tiny_bert(folder: Path, *, num_labels: int | None = None) -> Path:
+def build_tiny_bert(folder: Path, *, num_labels: int | None = None, hidden_size: int = 32) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,10 +92,10 @@ def build_tiny_bert(folder: Path, *, num_labels: int | None = None) -> Path:
     tok.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=64,
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=64,
     )
     import torch
@@ -151,3 +151,34 @@ def fast_cfg(tiny_bert: Path, sentiment_csv: dict[str, Path], runs_dir: Path) ->
         # resume reuses its run's count by itself: test_cpu_speed.py.)
         "cpu_threads": min(2, os.cpu_count() or 1),
     }
+
+
+@pytest.fixture(autouse=True)
+def _leaves_no_run_behind():
+    """A test ends with no nbtrain thread of its own still training, and transformers' log
+    level as it found it: a leftover run or a changed level silences another test's warnings
+    (CI once lost a "missing keys" line to one)."""
+    import sys
+    import threading
+    import time
+
+    def levels() -> int | None:
+        hf = sys.modules.get("transformers.utils.logging")
+        return hf.get_verbosity() if hf else None
+
+    before = {t.ident for t in threading.enumerate()}
+    level = levels()
+    yield
+    deadline = time.monotonic() + 30
+    while True:
+        left = [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith("nbtrain-run") and t.ident not in before and t.is_alive()
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not left, f"the test left background runs training: {left}"
+    if level is not None:
+        assert levels() == level, f"transformers' verbosity changed from {level} to {levels()}"

@@ -121,3 +121,56 @@ def test_library_log_keeps_other_threads_and_errors(tmp_path, transformers_warni
     assert (
         "WARNING transformers.nbtrain_test: from the run" in (tmp_path / "library.log").read_text()
     )
+
+
+def test_quiet_loading_in_one_thread_keeps_other_threads_warnings(transformers_warnings):
+    """A background run loading a model while another run trains: the loader's warnings are
+    dropped, the trainer's are not, and transformers' level is the same afterwards however
+    the two loads overlap (a save-and-restore of the global level left it at ERROR)."""
+    import logging
+    import threading
+
+    from transformers.utils import logging as hf_logging
+
+    from nbtrain.engine.library_log import quiet_transformers
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root = logging.getLogger("transformers")
+    logger = logging.getLogger("transformers.nbtrain_test")
+    keep = Keep()
+    root.addHandler(keep)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def loader_a() -> None:
+        with quiet_transformers():
+            a_in.set()
+            b_in.wait(5)
+            logger.warning("from loader a")
+        a_out.set()
+
+    def loader_b() -> None:
+        a_in.wait(5)
+        with quiet_transformers():
+            b_in.set()
+            a_out.wait(5)  # a leaves first: b's exit is the last
+            other = threading.Thread(target=lambda: logger.warning("from a training thread"))
+            other.start()
+            other.join()
+            logger.warning("from loader b")
+
+    threads = [threading.Thread(target=loader_a), threading.Thread(target=loader_b)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        logger.warning("after both")
+    finally:
+        root.removeHandler(keep)
+    assert hf_logging.get_verbosity() == hf_logging.WARNING
+    assert seen == ["from a training thread", "after both"]

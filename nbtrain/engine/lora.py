@@ -294,7 +294,8 @@ def load_adapter_model(path: str | Path, auto_class: str = "AutoModel") -> Any:
     import transformers
     from peft import PeftModel
 
-    from nbtrain.engine.model import quiet_transformers, resolve_model_name
+    from nbtrain.engine.library_log import quiet_transformers
+    from nbtrain.engine.model import resolve_model_name
 
     path = Path(path)
     base_name = json.loads((path / "adapter_config.json").read_text()).get(

@@ -173,7 +173,7 @@ def meta_model(model_config: Any, auto_class: str = "AutoModel") -> Any:
     import torch
     import transformers
 
-    from nbtrain.engine.model import quiet_transformers
+    from nbtrain.engine.library_log import quiet_transformers
 
     cls = getattr(transformers, auto_class)
     with quiet_transformers(), torch.device("meta"):

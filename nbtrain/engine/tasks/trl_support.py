@@ -92,15 +92,10 @@ def nbtrain_trainer(base: type) -> type:
         return cached
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        import datasets
+        from nbtrain.engine.library_log import no_progress_bars
 
-        was = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # TRL tokenizes with datasets.map: no bars in the view
-        try:
+        with no_progress_bars("datasets"):  # TRL tokenizes with datasets.map: no bars in the view
             base.__init__(self, *args, **kwargs)
-        finally:
-            if was:
-                datasets.enable_progress_bars()
         inner = self.accelerator.unwrap_model(self.model)
         if "ref" in (getattr(inner, "peft_config", None) or {}):
             inner.delete_adapter("ref")
