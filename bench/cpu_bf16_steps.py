@@ -6,7 +6,7 @@ autocast (what ``precision: bf16`` does on a CPU), interleaved so both see the s
 Each step is forward, backward and an AdamW update of a batch of 16 rows of random token ids
 (16, 24 and 48 tokens: SST-2's median row is ~22). 3 warm-up steps, then 15 timed ones, fp32 and
 bf16 alternating twice; the best of the two is reported. Whole-epoch speed and accuracy:
-``bench/throughput.py --full --ablate a_bf16``.
+``bench/throughput.py --full --ablate a_fp32`` (bf16 is the default on such a CPU).
 """
 
 from __future__ import annotations

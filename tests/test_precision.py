@@ -168,3 +168,136 @@ def test_bf16_on_a_cpu_trains_under_autocast_with_fp32_weights(fast_cfg):
     assert r.status == "finished"
     assert seen == {"autocast": True, "dtype": torch.bfloat16, "out": torch.bfloat16}
     assert {p.dtype for p in r.model.parameters()} == {torch.float32}
+
+
+CPU_BF16 = DeviceInfo("cpu", "CPU with AVX512-BF16", bf16=True, fp16=False)
+
+
+def _bert(hidden: int):
+    from transformers import BertConfig
+
+    return BertConfig(hidden_size=hidden, num_attention_heads=2, intermediate_size=2 * hidden)
+
+
+def test_auto_is_bf16_on_a_cpu_with_bf16_instructions_for_a_wide_enough_model():
+    from transformers import T5Config
+
+    from nbtrain.engine.model import CPU_BF16_MIN_HIDDEN
+
+    wide, narrow = _bert(384), _bert(32)  # MiniLM's width; the tests' tiny BERT
+    assert resolve_precision("auto", CPU_BF16, wide) == "bf16"
+    assert resolve_precision("auto", CPU_BF16, T5Config(d_model=512)) == "bf16"
+    # casts and per-op overhead outweigh the faster matmuls of a narrow model (0.91x at 32)
+    assert resolve_precision("auto", CPU_BF16, narrow) == "fp32"
+    assert resolve_precision("auto", CPU_BF16, _bert(CPU_BF16_MIN_HIDDEN - 2)) == "fp32"
+    assert resolve_precision("auto", CPU_BF16, None) == "fp32"  # width unknown: no guess
+    assert resolve_precision("auto", CPU, wide) == "fp32"  # emulated bf16 is slower
+    assert resolve_precision("fp32", CPU_BF16, wide) == "fp32"  # asked for: kept
+
+
+def test_cpu_bf16_detection_agrees_with_the_kernels_flags():
+    from pathlib import Path
+
+    from nbtrain.engine.model import cpu_has_bf16
+
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = info.read_text().split()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert cpu_has_bf16() == native
+    assert device_info().kind != "cpu" or device_info().bf16 == native
+
+
+def test_a_wide_model_on_a_bf16_cpu_trains_under_autocast_by_default(tmp_path, sentiment_csv):
+    """``precision: auto`` (the default) on a CPU with bf16 instructions: autocast, fp32 weights,
+    and a note in the view saying why and how to turn it off."""
+    import torch
+    from transformers import TrainerCallback
+
+    import nbtrain
+    from tests.conftest import build_tiny_bert
+
+    seen: dict = {}
+
+    class Probe(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            seen.setdefault("args_bf16", args.bf16)
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            def hook(module, inputs, output):
+                seen.setdefault("autocast", torch.is_autocast_enabled("cpu"))
+
+            next(
+                m for m in model.modules() if isinstance(m, torch.nn.Linear)
+            ).register_forward_hook(hook)
+
+    wide = build_tiny_bert(tmp_path / "wide", hidden_size=128)
+    notices: list = []
+    cfg = {
+        "model": str(wide),
+        "data": {"train": str(sentiment_csv["train"]), "eval": str(sentiment_csv["dev"])},
+        "epochs": 1,
+        "batch_size": 32,
+        "runs_dir": str(tmp_path / "runs"),
+        "cpu_threads": 1,
+        "callbacks": [Probe()],
+    }
+    with simulated_device(CPU_BF16):
+        r = nbtrain.finetune(cfg, display="none", on_event=notices.append)
+    assert r.status == "finished"
+    assert seen == {"args_bf16": True, "autocast": True}
+    assert {p.dtype for p in r.model.parameters()} == {torch.float32}
+    speed = [e.message for e in notices if e.type == "notice" and e.kind == "speed"]
+    assert any("bf16 instructions" in m and "precision: fp32" in m for m in speed), speed
+
+    seen.clear()
+    notices.clear()
+    with simulated_device(CPU_BF16):
+        r = nbtrain.finetune(
+            {**cfg, "name": "fp32", "precision": "fp32"}, display="none", on_event=notices.append
+        )
+    assert seen == {"args_bf16": False, "autocast": False}
+    assert not any("bf16" in getattr(e, "message", "") for e in notices if e.type == "notice")
+
+
+def test_timed_steps_and_the_lr_finder_run_in_the_precision_training_will(
+    tmp_path, sentiment_csv, monkeypatch
+):
+    """The dry run's timed steps and the LR finder on a bf16 CPU run under bf16 autocast as
+    the Trainer will: timed in fp32, the estimate was 1.5x too long for MiniLM here."""
+    import torch
+
+    import nbtrain
+    from nbtrain.engine import model as model_mod
+    from nbtrain.engine.model import autocast
+    from tests.conftest import build_tiny_bert
+
+    with autocast(CPU_BF16, "bf16"):
+        assert (
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        )
+    for dev, precision in ((CPU_BF16, "fp32"), (CPU, "fp16"), (T4, "fp32")):
+        with autocast(dev, precision):
+            assert not torch.is_autocast_enabled("cpu") and not torch.is_autocast_enabled("cuda")
+
+    used: list[str] = []
+
+    def spy(dev, precision):
+        used.append(precision)
+        return autocast(dev, precision)
+
+    monkeypatch.setattr(model_mod, "autocast", spy)
+    cfg = {
+        "model": str(build_tiny_bert(tmp_path / "wide", hidden_size=128)),
+        "data": {"train": str(sentiment_csv["train"]), "eval": str(sentiment_csv["dev"])},
+        "batch_size": 16,
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    with simulated_device(CPU_BF16):
+        nbtrain.lr_find(cfg, steps=10)
+        assert set(used) == {"bf16"}
+        used.clear()
+        report = nbtrain.inspect(cfg)
+    assert report.time is not None, report.time_error
+    assert used and set(used) == {"bf16"}

@@ -684,8 +684,9 @@ class Config:
     # -- Precision & memory ------------------------------------------------------------------
     precision: str = opt(
         "auto",
-        "auto (bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU), fp32, fp16, "
-        "bf16. fp16: true / bf16: true are read as this.",
+        "auto (bf16 where the GPU has it, fp16 on older GPUs; on a CPU bf16 autocast where it "
+        "has bf16 instructions and the model is 128+ wide, else fp32), fp32, fp16, bf16. "
+        "fp16: true / bf16: true are read as this.",
         group="Precision & memory",
         kind="choice",
         choices=PRECISIONS,

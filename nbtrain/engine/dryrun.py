@@ -103,7 +103,7 @@ def dry_run(cfg: Config, *, timing: bool = True) -> DryRunReport:
         notices=list(prep.notices),
     )
     report.data = data_summary(prep)
-    precision = resolve_precision(cfg.precision, dev)  # impossible precision: ConfigError
+    precision = resolve_precision(cfg.precision, dev, prep.model_config)  # impossible: ConfigError
     longest = longest_batch(prep, precision)
     report.memory, report.memory_error = _memory(cfg, prep, dev, longest)
     advice = report.data.advice
@@ -178,7 +178,7 @@ def memory_estimate(cfg: Any, prep: Any, device: Any = None) -> MemoryEstimate |
     from nbtrain.engine.report import longest_batch
 
     dev = device or device_info()
-    precision = resolve_precision(cfg.precision, dev)
+    precision = resolve_precision(cfg.precision, dev, prep.model_config)
     return _memory(cfg, prep, dev, longest_batch(prep, precision))[0]
 
 

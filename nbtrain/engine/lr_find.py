@@ -126,7 +126,8 @@ def find_lr(
     """Run the LR range test for ``cfg`` and return the curve with its suggestion.
 
     Uses the config's data, model, batch size, weight decay, gradient clipping, LoRA and frozen
-    embeddings; one batch per step (no gradient accumulation), fp32 on CPU.
+    embeddings; one batch per step (no gradient accumulation), in bf16 autocast where the run
+    would train in bf16 (fp32 otherwise: fp16 would need a loss scaler).
 
     Raises:
         ConfigError: bad arguments, or data/model problems (as a run would raise them).
@@ -148,7 +149,7 @@ def find_lr(
     import torch
 
     from nbtrain.engine.fresh import fresh_model
-    from nbtrain.engine.model import device_info
+    from nbtrain.engine.model import autocast, device_info, resolve_precision
     from nbtrain.engine.prepare import describe_model, prepare
 
     bus = bus or EventBus()
@@ -158,6 +159,7 @@ def find_lr(
     task = prep.task
     bus.emit(Stage(name="load_model", status="start", detail=describe_model(cfg)))
     dev = device_info()
+    precision = resolve_precision(cfg.precision, dev, prep.model_config)
     model = fresh_model(prep, dev)  # the user's object keeps its weights
     bus.emit(Stage(name="load_model", status="done", detail=type(model).__name__))
 
@@ -201,11 +203,12 @@ def find_lr(
             batches = iter(loader)
             batch = next(batches)
         batch = {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
-        outputs = model(**batch)
-        if loss_fn is not None and "labels" in batch:
-            loss = loss_fn(outputs, batch["labels"], num_items_in_batch=None)
-        else:
-            loss = outputs.loss
+        with autocast(dev, "bf16" if precision == "bf16" else "fp32"):
+            outputs = model(**batch)
+            if loss_fn is not None and "labels" in batch:
+                loss = loss_fn(outputs, batch["labels"], num_items_in_batch=None)
+            else:
+                loss = outputs.loss
         value = float(loss.detach())
         if not math.isfinite(value):
             diverged = True

@@ -348,9 +348,9 @@ def _estimate(
     cfg, info, model, model_config, dev, task, max_length, suggest, resolve_precision, runtime=None
 ) -> MemoryEstimate:
     try:
-        precision = resolve_precision(cfg.precision, dev)
+        precision = resolve_precision(cfg.precision, dev, model_config)
     except Exception:  # an impossible precision is its own error; estimate as auto would
-        precision = resolve_precision("auto", dev)
+        precision = resolve_precision("auto", dev, model_config)
     half = precision in ("fp16", "bf16")
     dtype_bytes = 2 if half else 4
     total, trainable, train_shapes = trainable_params(info, model, cfg)

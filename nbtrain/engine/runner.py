@@ -17,6 +17,7 @@ from typing import Any
 from nbtrain.config import Config, config_to_dict
 from nbtrain.config.load import check_reporters
 from nbtrain.config.refs import Ref, unwrap
+from nbtrain.engine import shared_state
 from nbtrain.engine.callbacks import EventCallback, VisibleEarlyStopping
 from nbtrain.engine.cpu_speed import NOTICE_KIND as SPEED_NOTICE
 from nbtrain.engine.cpu_speed import (
@@ -92,6 +93,13 @@ class Outcome:
     best_checkpoint: str | None = None
     final_dir: str | None = None
     reused: bool = False  # a finished run shown again without retraining
+
+
+CPU_BF16_NOTICE = (
+    "Mixed precision on this CPU: it has bf16 instructions, so matmuls run in bf16 under "
+    "autocast (1.3-1.9x the speed of fp32 for a model this wide, at the same accuracy on SST-2); "
+    "weights and optimizer state stay fp32. precision: fp32 trains in fp32 throughout."
+)
 
 
 def run(
@@ -308,8 +316,10 @@ class _Session:
         assert prep is not None
         task = prep.task
         self.dev = dev = device_info()
-        self.precision = precision = resolve_precision(cfg.precision, dev)
+        self.precision = precision = resolve_precision(cfg.precision, dev, prep.model_config)
         configure_hardware(cfg, dev)  # 8-bit optimizers / 4-bit loading need bitsandbytes + CUDA
+        if cfg.precision == "auto" and dev.kind == "cpu" and precision == "bf16":
+            bus.emit(Notice(kind=SPEED_NOTICE, message=CPU_BF16_NOTICE))
 
         if dev.kind == "cpu":
             self._pick_threads()
@@ -369,53 +379,61 @@ class _Session:
             device_kind=dev.kind,
             total_steps=steps,
         )
-        try:
-            with _tensorboard_dir(cfg, self.run_dir):  # the task's class: TRL's for post-training
-                args_cls = task.training_args_class() or TrainingArguments
-                self.args = args = args_cls(**task.training_args(kwargs))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(
-                f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
-            ) from None
+        # accelerate's state is one per process: set-ups take turns and keep it for a run
+        # still training in this kernel (engine/shared_state.py).
+        with shared_state.setting_up(self, self.name, precision):
+            try:
+                with _tensorboard_dir(
+                    cfg, self.run_dir
+                ):  # the task's class: TRL's for post-training
+                    args_cls = task.training_args_class() or TrainingArguments
+                    self.args = args = args_cls(**task.training_args(kwargs))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(
+                    f"TrainingArguments rejected the config: {str(e).splitlines()[0]}"
+                ) from None
 
-        tb_notice = _logging_dir_notice(cfg, self.run_dir)
-        if tb_notice:
-            bus.emit(Notice(kind="logging", message=tb_notice))
-        self.event_cb = event_cb = EventCallback(bus, task, self.stop)
-        # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
-        callbacks: list[Any] = [*task.callbacks(), event_cb]
-        if cfg.early_stopping_patience and args.load_best_model_at_end:
-            callbacks.append(VisibleEarlyStopping(bus, cfg.early_stopping_patience))
-        elif cfg.early_stopping_patience:
-            raise ConfigError(
-                "early_stopping_patience needs evaluation with load_best_model_at_end.",
-                field="early_stopping_patience",
-            )
-        callbacks += list(cfg.callbacks or [])
+            tb_notice = _logging_dir_notice(cfg, self.run_dir)
+            if tb_notice:
+                bus.emit(Notice(kind="logging", message=tb_notice))
+            self.event_cb = event_cb = EventCallback(bus, task, self.stop)
+            # Task callbacks first: they add metrics (perplexity, generation) the bridge records.
+            callbacks: list[Any] = [*task.callbacks(), event_cb]
+            if cfg.early_stopping_patience and args.load_best_model_at_end:
+                callbacks.append(VisibleEarlyStopping(bus, cfg.early_stopping_patience))
+            elif cfg.early_stopping_patience:
+                raise ConfigError(
+                    "early_stopping_patience needs evaluation with load_best_model_at_end.",
+                    field="early_stopping_patience",
+                )
+            callbacks += list(cfg.callbacks or [])
 
-        with _tensorboard_dir(cfg, self.run_dir), quiet_transformers():
-            trainer_cls = cfg.trainer_class or task.trainer_class() or Trainer
-            self.trainer = trainer = trainer_cls(
-                **task.trainer_kwargs(
-                    dict(
-                        model=model,
-                        args=args,
-                        train_dataset=prep.train,
-                        eval_dataset=prep.eval,
-                        data_collator=task.collator(
-                            prep.tokenizer, pad_to_multiple_of=8 if precision != "fp32" else None
-                        ),
-                        processing_class=prep.tokenizer,
-                        compute_metrics=_metrics_fn(cfg, task) if prep.eval is not None else None,
-                        callbacks=callbacks,
-                        compute_loss_func=task.compute_loss_func(),
+            with _tensorboard_dir(cfg, self.run_dir), quiet_transformers():
+                trainer_cls = cfg.trainer_class or task.trainer_class() or Trainer
+                self.trainer = trainer = trainer_cls(
+                    **task.trainer_kwargs(
+                        dict(
+                            model=model,
+                            args=args,
+                            train_dataset=prep.train,
+                            eval_dataset=prep.eval,
+                            data_collator=task.collator(
+                                prep.tokenizer,
+                                pad_to_multiple_of=8 if precision != "fp32" else None,
+                            ),
+                            processing_class=prep.tokenizer,
+                            compute_metrics=_metrics_fn(cfg, task)
+                            if prep.eval is not None
+                            else None,
+                            callbacks=callbacks,
+                            compute_loss_func=task.compute_loss_func(),
+                        )
                     )
                 )
-            )
-            # A 4.x compute_loss override runs as written; a per-batch mean loss is divided by
-            # the accumulation steps (see trainer_compat).
-            adapt_compute_loss(trainer)
-            fix_loss_scaling(trainer)
+                # A 4.x compute_loss override runs as written; a per-batch mean loss is divided by
+                # the accumulation steps (see trainer_compat).
+                adapt_compute_loss(trainer)
+                fix_loss_scaling(trainer)
         sparse, why = wants_sparse_embeddings(cfg, dev, model, world=world_size())
         if sparse and enable_sparse_embeddings(trainer, model):
             self.sparse_embeddings = True
@@ -594,6 +612,7 @@ class _Session:
 
     def release(self) -> None:
         """Drop every reference the engine holds so the memory can go back."""
+        shared_state.release(self)
         trainer, self.trainer, self.model = self.trainer, None, None
         if trainer is not None:
             with contextlib.suppress(Exception):

@@ -38,8 +38,16 @@ class StopController:
             yield
             return
         previous: dict[int, Any] = {}
+        active = True
 
         def on_signal(signum: int, frame: Any) -> None:
+            if not active:  # left installed past its run: the signal goes where it went before
+                before = previous.get(signum)
+                if callable(before):
+                    before(signum, frame)
+                elif signum == signal.SIGINT and before != signal.SIG_IGN:
+                    raise KeyboardInterrupt
+                return
             if signum == signal.SIGINT and self.reason == "interrupted":
                 raise KeyboardInterrupt  # second Ctrl-C: stop now
             self.request("interrupted" if signum == signal.SIGINT else "terminated")
@@ -52,5 +60,7 @@ class StopController:
         try:
             yield
         finally:
+            active = False
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, handler)

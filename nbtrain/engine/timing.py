@@ -11,7 +11,6 @@ each eval batch's tokens. Checkpoint saving and model loading are not counted.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import statistics
@@ -311,6 +310,7 @@ def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[An
 
     from nbtrain.engine.cpu_speed import wants_sparse_embeddings
     from nbtrain.engine.fresh import fresh_model
+    from nbtrain.engine.shared_state import setting_up
     from nbtrain.engine.training_args import translate
 
     cfg = prep.cfg
@@ -332,9 +332,11 @@ def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[An
         kwargs.update(report_to=["none"], save_strategy="no", eval_strategy="no")
         if device.kind == "cpu":
             kwargs["use_cpu"] = True
-        args = TrainingArguments(
-            **{k: v for k, v in kwargs.items() if k != "load_best_model_at_end"}
-        )
+        with setting_up():  # a run training in this kernel keeps accelerate's state
+            args = TrainingArguments(
+                **{k: v for k, v in kwargs.items() if k != "load_best_model_at_end"}
+            )
+            _ = args.device  # the device set-up (and its reset) happens here, in turn
     cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     clip = torch.nn.utils.clip_grad_norm_
     if cls is torch.optim.AdamW and wants_sparse_embeddings(cfg, device, model, world=1)[0]:
@@ -347,12 +349,9 @@ def _training_copy(prep: Any, device: Any, precision: str) -> tuple[Any, list[An
 
 
 def _autocast(device: Any, precision: str) -> Any:
-    import torch
+    from nbtrain.engine.model import autocast
 
-    if precision in ("bf16", "fp16") and device.kind == "cuda":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    return autocast(device, precision)
 
 
 def _rng_state() -> dict[str, Any]:
