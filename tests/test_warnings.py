@@ -7,6 +7,7 @@ peft), tqdm bars from saving and loading weights. A user's own code may still wa
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -48,6 +49,17 @@ def test_a_run_resume_and_predict_leave_no_warnings_or_bars(fast_cfg, capfd):
     assert not shown, "\n".join(shown)
     out = capfd.readouterr()
     assert "it/s]" not in out.err + out.out, out.err[-2000:]  # no tqdm bar
+
+
+class _Keep(logging.Handler):
+    """Records the messages that reach transformers' root logger's handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
 
 
 @pytest.fixture
@@ -101,15 +113,10 @@ def test_library_log_keeps_other_threads_and_errors(tmp_path, transformers_warni
 
     from nbtrain.engine.library_log import library_log_to
 
-    seen: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record.getMessage())
-
     logger = logging.getLogger("transformers.nbtrain_test")
     root = logging.getLogger("transformers")
-    keep = Keep()
+    keep = _Keep()
+    seen = keep.seen
     root.addHandler(keep)
     try:
         with library_log_to(tmp_path / "library.log"):
@@ -138,15 +145,10 @@ def test_quiet_loading_in_one_thread_keeps_other_threads_warnings(transformers_w
 
     from nbtrain.engine.library_log import quiet_transformers
 
-    seen: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record.getMessage())
-
     root = logging.getLogger("transformers")
     logger = logging.getLogger("transformers.nbtrain_test")
-    keep = Keep()
+    keep = _Keep()
+    seen = keep.seen
     root.addHandler(keep)
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
