@@ -52,12 +52,6 @@ def release(owner: Any) -> None:
         _ACTIVE.pop(id(owner), None)
 
 
-def holders() -> list[str]:
-    """Names of the runs holding the state now."""
-    with _LOCK:
-        return [name for name, _ in _ACTIVE.values()]
-
-
 @contextlib.contextmanager
 def _keeping_state() -> Iterator[None]:
     from accelerate.state import AcceleratorState
